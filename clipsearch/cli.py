@@ -1,0 +1,289 @@
+"""The `clipsearch` command line.
+
+Every command prints a one-line `error: ...` and exits non-zero on bad input;
+a traceback only appears with --debug, because users should see what to fix,
+not where in our code it was noticed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from clipsearch import __version__, config
+from clipsearch.errors import ClipsearchError, ConfigurationError, ValidationError
+
+EXIT_USAGE = 2
+
+
+def _settings_parser() -> argparse.ArgumentParser:
+    settings = config.Settings()
+    parser = argparse.ArgumentParser(
+        prog="clipsearch",
+        description="Multimodal product search with CLIP: index a catalog, search it by "
+        "text or by photo.",
+    )
+    parser.add_argument("--version", action="version", version=f"clipsearch {__version__}")
+    parser.add_argument("--model", default=settings.model,
+                        help="Hugging Face model id or local directory "
+                        f"(env CLIPSEARCH_MODEL; default {config.DEFAULT_MODEL})")
+    parser.add_argument("--data-dir", type=Path, default=settings.data_dir,
+                        help="where the local index lives (env CLIPSEARCH_DATA_DIR; "
+                        f"default {config.DEFAULT_DATA_DIR})")
+    parser.add_argument("--ann-threshold", type=int, default=settings.ann_threshold,
+                        help="switch LocalIndex from exact search to HNSW at this many "
+                        "vectors (env CLIPSEARCH_ANN_THRESHOLD)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ingest = sub.add_parser("ingest", help="index a JSONL catalog or an ABO directory")
+    ingest.add_argument("catalog", type=Path)
+    ingest.add_argument("--batch-size", type=int, default=settings.batch_size)
+    ingest.add_argument("--json", action="store_true", help="print the report as JSON")
+    ingest.add_argument("--no-progress", action="store_true")
+
+    search = sub.add_parser("search", help="search by text, image, both, or product id")
+    search.add_argument("text", nargs="?", help="free-text query")
+    search.add_argument("--image", type=Path, help="query image file")
+    search.add_argument("--like", metavar="ID", help="more like this product")
+    search.add_argument("--k", type=int, default=10, help="results to return (1-100)")
+    search.add_argument("--offset", type=int, default=0)
+    search.add_argument("--min-score", type=float)
+    search.add_argument("--filter", action="append", default=[], metavar="EXPR",
+                        help="key=value, key>=number, key<=number (repeatable)")
+    search.add_argument("--text-weight", type=float, default=0.5)
+    search.add_argument("--image-weight", type=float, default=0.5)
+    search.add_argument("--json", action="store_true", help="print the API response JSON")
+
+    sub.add_parser("info", help="show the index and model configuration")
+
+    delete = sub.add_parser("delete", help="remove products by id")
+    delete.add_argument("ids", nargs="+")
+
+    serve = sub.add_parser("serve", help="run the local HTTP API and search page")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+
+    demo = sub.add_parser("demo", help="build the offline demo catalog, index it, and search")
+    demo.add_argument("--no-progress", action="store_true")
+
+    model = sub.add_parser("model", help="model utilities")
+    model_sub = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    rnd = model_sub.add_parser("random", help="write a random-weight CLIP (offline testing)")
+    rnd.add_argument("directory", type=Path)
+    rnd.add_argument("--preset", default="tiny", choices=["tiny", "vit-b-32"])
+    rnd.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+# --------------------------------------------------------------------------- wiring
+
+
+def _open_index(args: argparse.Namespace):
+    from clipsearch.index.local import LocalIndex
+
+    return LocalIndex(args.data_dir / "index", ann_threshold=args.ann_threshold)
+
+
+def _open_encoder(model: str):
+    from clipsearch.encoders.clip import ClipEncoder
+    from clipsearch.models import model_availability
+
+    problem = model_availability(model)
+    if problem:
+        raise ConfigurationError(f"cannot load model: {problem}. Pass --model with a local "
+                                 "directory, or run `clipsearch model random DIR` for an "
+                                 "offline stand-in")
+    return ClipEncoder(model)
+
+
+def _service(args: argparse.Namespace, model: str | None = None):
+    from clipsearch.service import SearchService
+
+    index = _open_index(args)
+    return SearchService(_open_encoder(model or args.model), index)
+
+
+def _progress(total: int, desc: str, disable: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="product", disable=disable, file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from clipsearch.catalog import read_catalog
+
+    catalog = read_catalog(args.catalog)
+    service = _service(args)
+    with _progress(len(catalog.products), "indexing", args.no_progress) as bar:
+        report = service.ingest(catalog.products, batch_size=args.batch_size,
+                                progress=bar.update)
+    failed = [(err.product_id or f"line {err.line}", str(err)) for err in catalog.errors]
+    failed += report.failed
+    if args.json:
+        body = report.to_dict()
+        body["failed"] = len(failed)
+        body["failed_items"] = [{"id": i, "reason": r} for i, r in failed]
+        print(json.dumps(body, indent=2))
+    else:
+        print(f"indexed {report.indexed}, skipped {len(report.skipped)}, failed {len(failed)} "
+              f"({service.index.count()} products in {args.data_dir / 'index'})")
+        for pid, reason in report.skipped[:20]:
+            print(f"  skipped {pid}: {reason}")
+        for _, reason in failed[:50]:
+            print(f"  failed  {reason}")
+        if len(failed) > 50:
+            print(f"  ... and {len(failed) - 50} more (use --json for all)")
+    return 0 if report.indexed or not failed else 1
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from clipsearch.contract import SearchRequest, parse_k, parse_min_score, parse_offset
+    from clipsearch.filters import parse_cli_filters, parse_filters
+
+    queries = [q for q in (args.text, args.image, args.like) if q is not None]
+    if not queries:
+        raise ValidationError("give a TEXT query, --image PATH, or --like ID", field="query")
+    if args.like and (args.text or args.image):
+        raise ValidationError("--like cannot be combined with text or --image", field="like")
+    image = None
+    if args.image is not None:
+        from clipsearch.service import read_local_image
+
+        image = read_local_image(str(args.image))
+    text = args.text
+    if text is not None and not text.strip():
+        raise ValidationError("query text is empty", field="text")
+    request = SearchRequest(
+        text=text, image=image, product_id=args.like,
+        k=parse_k(args.k), offset=parse_offset(args.offset),
+        min_score=parse_min_score(args.min_score),
+        filters=parse_filters(parse_cli_filters(args.filter)),
+        text_weight=args.text_weight, image_weight=args.image_weight,
+    )
+    service = _service(args)
+    response = service.search(request)
+    if args.json:
+        print(json.dumps(response, indent=2))
+    else:
+        _print_results(response)
+    return 0
+
+
+def _print_results(response: dict[str, Any]) -> None:
+    results = response["results"]
+    if not results:
+        print("no results")
+        return
+    width = max(len(r["id"]) for r in results)
+    print(f"{'rank':>4}  {'score':>6}  {'id':<{width}}  title")
+    for r in results:
+        print(f"{r['rank']:>4}  {r['score']:>6.3f}  {r['id']:<{width}}  {r['title']}")
+    print(f"({len(results)} results in {response['took_ms']:.1f} ms, model {response['model']})")
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    index = _open_index(args)
+    info = {"version": __version__, "model": args.model, "index": index.describe()}
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    removed = _open_index(args).delete(args.ids)
+    print(f"deleted {removed} of {len(args.ids)}")
+    return 0 if removed == len(args.ids) else 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    raise ConfigurationError("`clipsearch serve` is not built yet (see the local server issue)")
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    from clipsearch.random_clip import build_random_clip
+
+    path = build_random_clip(args.directory, preset=args.preset, seed=args.seed)
+    print(f"wrote random-weight CLIP ({args.preset}) to {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from clipsearch.catalog import read_catalog
+    from clipsearch.demo import COLORS, write_demo_catalog
+    from clipsearch.models import model_availability
+
+    demo_dir = args.data_dir / "demo"
+    catalog_path = write_demo_catalog(demo_dir)
+    print(f"demo catalog: {catalog_path}")
+    model = args.model
+    problem = model_availability(model)
+    if problem:
+        from clipsearch.random_clip import build_random_clip
+
+        stand_in = args.data_dir / "models" / "random-tiny"
+        if not (stand_in / "config.json").exists():
+            build_random_clip(stand_in)
+        print(f"NOTE: {problem}.\n      Using a RANDOM-WEIGHT stand-in CLIP ({stand_in}): the "
+              "pipeline is real, but text rankings are meaningless.\n      Re-run with network "
+              "access (or --model DIR) for real CLIP results.")
+        model = str(stand_in)
+    args.data_dir = args.data_dir / "demo"  # the demo keeps its own index
+    catalog = read_catalog(catalog_path)
+    service = _service(args, model)
+    with _progress(len(catalog.products), "indexing", args.no_progress) as bar:
+        report = service.ingest(catalog.products, progress=bar.update)
+    print(f"indexed {report.indexed} products, failed {len(report.failed)}")
+    from clipsearch.contract import SearchRequest
+    from clipsearch.service import read_local_image
+
+    print('\n$ clipsearch search "red circle" --k 5')
+    _print_results(service.search(SearchRequest(text="red circle", k=5)))
+    query_image = catalog.products[len(COLORS)].image or ""
+    print(f"\n$ clipsearch search --image {query_image} --k 5")
+    _print_results(service.search(SearchRequest(image=read_local_image(query_image), k=5)))
+    print(f"\nTry it yourself:  clipsearch --data-dir {args.data_dir} --model {model} "
+          'search "blue striped rug"')
+    return 0
+
+
+COMMANDS = {
+    "ingest": cmd_ingest, "search": cmd_search, "info": cmd_info, "delete": cmd_delete,
+    "serve": cmd_serve, "model": cmd_model, "demo": cmd_demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _settings_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return COMMANDS[args.command](args)
+    except ClipsearchError as exc:
+        if args.debug:
+            raise
+        where = f" [{exc.field}]" if exc.field else ""
+        print(f"error: {exc.message}{where}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (re-run with --debug for "
+              "details)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Every tunable of clipsearch in one place.
+
+Defaults live here and nowhere else; each can be overridden with an
+environment variable so the CLI, the local server and the Lambdas read the
+same knobs the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+DEFAULT_PROMPT_TEMPLATE = "a photo of {}"
+DEFAULT_DATA_DIR = ".clipsearch"
+
+# API limits. They are part of the contract, so the local server and the
+# query Lambda enforce exactly the same numbers.
+K_MIN = 1
+K_MAX = 100
+OFFSET_MAX = 1000
+MAX_TEXT_CHARS = 1000
+# API Gateway caps a request at 10 MB and SageMaker serverless at 4 MB;
+# a base64 image of 3 MB stays under both once wrapped in JSON.
+MAX_IMAGE_BYTES = 3 * 1024 * 1024
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+MAX_FILTER_CLAUSES = 16
+
+# Product model limits.
+MAX_ID_CHARS = 256
+MAX_TITLE_CHARS = 2000
+MAX_ATTRIBUTES = 64
+
+# LocalIndex: below this many vectors exact search is both exact and fast
+# enough (see docs/benchmarks.md for the measurement behind the number).
+DEFAULT_ANN_THRESHOLD = 50_000
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 256
+# A filter matching at most this share of the catalog is answered by an
+# exact scan of the matching rows: cheaper than HNSW and always returns k.
+FILTER_EXACT_FRACTION = 0.2
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime settings resolved from the environment (CLI flags override them)."""
+
+    model: str = field(default_factory=lambda: _env("CLIPSEARCH_MODEL", DEFAULT_MODEL))
+    data_dir: Path = field(
+        default_factory=lambda: Path(_env("CLIPSEARCH_DATA_DIR", DEFAULT_DATA_DIR))
+    )
+    prompt_template: str = field(
+        default_factory=lambda: _env("CLIPSEARCH_PROMPT_TEMPLATE", DEFAULT_PROMPT_TEMPLATE)
+    )
+    ann_threshold: int = field(
+        default_factory=lambda: int(_env("CLIPSEARCH_ANN_THRESHOLD", str(DEFAULT_ANN_THRESHOLD)))
+    )
+    batch_size: int = field(default_factory=lambda: int(_env("CLIPSEARCH_BATCH_SIZE", "32")))
+    opensearch_url: str | None = field(
+        default_factory=lambda: os.environ.get("CLIPSEARCH_OPENSEARCH_URL") or None
+    )
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"

@@ -1,0 +1,266 @@
+"""The HTTP API contract: request validation and response shapes.
+
+The local server and the query Lambda both call these functions, so the two
+runtimes cannot drift apart: the same request gives the same JSON, the same
+status and the same error body `{"error", "message", "field"}`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from clipsearch import config
+from clipsearch.catalog import Product, validate_product_id
+from clipsearch.errors import ClipsearchError, PayloadTooLargeError, ValidationError
+from clipsearch.filters import Filters, parse_filters
+from clipsearch.images import decode_base64_image
+
+ImageUrl = Callable[[Product], str | None]
+
+SEARCH_FIELDS = frozenset(
+    {"text", "image", "image_s3_key", "product_id", "k", "offset", "min_score", "filters",
+     "weights"}
+)
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """A validated search. Exactly one kind of query: product_id, or text and/or image."""
+
+    text: str | None = None
+    image: bytes | None = None
+    image_s3_key: str | None = None
+    product_id: str | None = None
+    k: int = 10
+    offset: int = 0
+    min_score: float | None = None
+    filters: Filters = ()
+    text_weight: float = 0.5
+    image_weight: float = 0.5
+
+    @property
+    def has_image(self) -> bool:
+        return self.image is not None or self.image_s3_key is not None
+
+
+def parse_int(value: Any, field: str, low: int, high: int, default: int) -> int:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        raise ValidationError(f"{field} must be an integer", field=field)
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise ValidationError(f"{field} must be an integer, got {value!r}",
+                                  field=field) from None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int):
+        raise ValidationError(f"{field} must be an integer", field=field)
+    if not low <= value <= high:
+        raise ValidationError(f"{field} must be between {low} and {high}, got {value}",
+                              field=field)
+    return value
+
+
+def parse_k(value: Any) -> int:
+    return parse_int(value, "k", config.K_MIN, config.K_MAX, 10)
+
+
+def parse_offset(value: Any) -> int:
+    return parse_int(value, "offset", 0, config.OFFSET_MAX, 0)
+
+
+def parse_min_score(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not -1.0 <= number <= 1.0:
+        raise ValidationError(f"min_score must be a number between -1 and 1, got {value!r}",
+                              field="min_score")
+    return number
+
+
+def parse_text(value: Any, field: str = "text") -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(f"{field} must be a string", field=field)
+    if not value.strip():
+        raise ValidationError(f"{field} is empty", field=field)
+    if len(value) > config.MAX_TEXT_CHARS:
+        raise ValidationError(
+            f"{field} is {len(value)} characters; the limit is {config.MAX_TEXT_CHARS}",
+            field=field,
+        )
+    return value.strip()
+
+
+def _parse_weights(raw: Any) -> tuple[float, float]:
+    if raw is None:
+        return 0.5, 0.5
+    if not isinstance(raw, Mapping) or set(raw) - {"text", "image"}:
+        raise ValidationError('weights must be {"text": number, "image": number}',
+                              field="weights")
+    weights = []
+    for key in ("text", "image"):
+        value = raw.get(key, 0.5)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            math.isfinite(value) and value >= 0
+        ):
+            raise ValidationError(f"weights.{key} must be a number >= 0", field=f"weights.{key}")
+        weights.append(float(value))
+    if sum(weights) <= 0:
+        raise ValidationError("weights must not both be zero", field="weights")
+    return weights[0], weights[1]
+
+
+def decode_json_body(body: str | bytes | None) -> dict[str, Any]:
+    """Parse a request body as a JSON object, with size and syntax errors as 4xx."""
+    if body is None or (isinstance(body, str | bytes) and not body.strip()):
+        raise ValidationError("request body is empty; send a JSON object", field="body")
+    if len(body) > config.MAX_REQUEST_BYTES:
+        raise PayloadTooLargeError(
+            f"request body is {len(body):,} bytes; the limit is {config.MAX_REQUEST_BYTES:,}",
+            field="body",
+        )
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"request body is not valid JSON: {exc}", field="body") from None
+    if not isinstance(data, dict):
+        raise ValidationError("request body must be a JSON object", field="body")
+    return data
+
+
+def parse_search_body(data: Mapping[str, Any]) -> SearchRequest:
+    """Validate the JSON body of POST /search."""
+    unknown = set(data) - SEARCH_FIELDS
+    if unknown:
+        name = sorted(unknown)[0]
+        raise ValidationError(
+            f"unknown field {name!r}; allowed: {', '.join(sorted(SEARCH_FIELDS))}", field=name
+        )
+    text = parse_text(data.get("text"))
+    image = decode_base64_image(data["image"]) if data.get("image") is not None else None
+    s3_key = data.get("image_s3_key")
+    if s3_key is not None and (not isinstance(s3_key, str) or not s3_key.strip()
+                               or len(s3_key) > 1024):
+        raise ValidationError("image_s3_key must be a non-empty string", field="image_s3_key")
+    if image is not None and s3_key is not None:
+        raise ValidationError("send image or image_s3_key, not both", field="image_s3_key")
+    product_id = data.get("product_id")
+    if product_id is not None:
+        product_id = validate_product_id(product_id, "product_id")
+        if text is not None or image is not None or s3_key is not None:
+            raise ValidationError("product_id cannot be combined with text or image",
+                                  field="product_id")
+    if text is None and image is None and s3_key is None and product_id is None:
+        raise ValidationError("send at least one of text, image, image_s3_key or product_id",
+                              field="text")
+    text_weight, image_weight = _parse_weights(data.get("weights"))
+    return SearchRequest(
+        text=text,
+        image=image,
+        image_s3_key=s3_key,
+        product_id=product_id,
+        k=parse_k(data.get("k")),
+        offset=parse_offset(data.get("offset")),
+        min_score=parse_min_score(data.get("min_score")),
+        filters=parse_filters(data.get("filters")),
+        text_weight=text_weight,
+        image_weight=image_weight,
+    )
+
+
+def parse_search_query(params: Mapping[str, str | None]) -> SearchRequest:
+    """Validate GET /search?q=&k=&offset=&min_score=&filters=<json>."""
+    allowed = {"q", "k", "offset", "min_score", "filters"}
+    unknown = set(params) - allowed
+    if unknown:
+        name = sorted(unknown)[0]
+        raise ValidationError(f"unknown query parameter {name!r}; allowed: "
+                              f"{', '.join(sorted(allowed))}", field=name)
+    text = parse_text(params.get("q"), field="q")
+    if text is None:
+        raise ValidationError("query parameter q is required", field="q")
+    raw_filters = params.get("filters")
+    filters: Filters = ()
+    if raw_filters:
+        try:
+            filters = parse_filters(json.loads(raw_filters))
+        except json.JSONDecodeError:
+            raise ValidationError("filters must be a JSON object", field="filters") from None
+    return SearchRequest(
+        text=text,
+        k=parse_k(params.get("k")),
+        offset=parse_offset(params.get("offset")),
+        min_score=parse_min_score(params.get("min_score")),
+        filters=filters,
+    )
+
+
+def parse_similar_query(product_id: str, params: Mapping[str, str | None]) -> SearchRequest:
+    """GET /products/{id}/similar?k=&offset=&min_score=&filters=."""
+    base = parse_search_query({"q": "x", **{k: v for k, v in params.items() if k != "q"}})
+    return SearchRequest(
+        product_id=validate_product_id(product_id, "id"),
+        k=base.k, offset=base.offset, min_score=base.min_score, filters=base.filters,
+    )
+
+
+# ----------------------------------------------------------------------------- responses
+
+
+def product_body(product: Product, image_url: ImageUrl | None = None) -> dict[str, Any]:
+    return {
+        "id": product.id,
+        "title": product.title,
+        "image": image_url(product) if image_url else product.image,
+        "attributes": dict(product.attributes),
+    }
+
+
+def search_body(
+    results: list[tuple[Product, float]],
+    *,
+    k: int,
+    offset: int,
+    took_ms: float,
+    model: str,
+    image_url: ImageUrl | None = None,
+) -> dict[str, Any]:
+    return {
+        "results": [
+            {"rank": offset + i + 1, **_ordered(product_body(p, image_url)),
+             "score": round(float(score), 6)}
+            for i, (p, score) in enumerate(results)
+        ],
+        "k": k,
+        "offset": offset,
+        "took_ms": round(took_ms, 2),
+        "model": model,
+    }
+
+
+def _ordered(body: dict[str, Any]) -> dict[str, Any]:
+    """rank, id, title, score, image, attributes: the documented key order."""
+    return {"id": body["id"], "title": body["title"], "score": None,
+            "image": body["image"], "attributes": body["attributes"]}
+
+
+def error_body(error: ClipsearchError) -> dict[str, Any]:
+    return error.to_body()
+
+
+def internal_error_body() -> dict[str, Any]:
+    """What a bug looks like from outside: no stack trace, no internals."""
+    return {"error": "internal_error", "message": "internal server error", "field": None}

@@ -1,0 +1,214 @@
+"""The search service: the one place that turns a request into ranked products.
+
+It knows nothing about HTTP, Lambda or SageMaker: it is handed an `Encoder`
+and a `VectorIndex`, and every runtime (CLI, local server, query Lambda,
+ingest Lambda) drives it the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from clipsearch.catalog import Product
+from clipsearch.contract import ImageUrl, SearchRequest, product_body, search_body
+from clipsearch.encoders import Encoder, l2_normalize
+from clipsearch.errors import ConfigurationError, NotFoundError, ValidationError
+from clipsearch.filters import bind_filters
+from clipsearch.images import load_image
+from clipsearch.index import IndexRecord, VectorIndex
+
+ImageSource = Callable[[str], bytes]
+
+
+@dataclass
+class IngestReport:
+    """What an ingest did, product by product where something went wrong."""
+
+    indexed: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "indexed": self.indexed,
+            "skipped": len(self.skipped),
+            "failed": len(self.failed),
+            "skipped_items": [{"id": i, "reason": r} for i, r in self.skipped],
+            "failed_items": [{"id": i, "reason": r} for i, r in self.failed],
+        }
+
+
+def read_local_image(ref: str) -> bytes:
+    """Image loader for local catalogs: file paths only."""
+    if ref.startswith("s3://"):
+        raise ValidationError(
+            f"{ref}: s3:// images need the AWS deployment (or download them first)",
+            field="image",
+        )
+    try:
+        with open(ref, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise ValidationError(f"image file {ref} does not exist", field="image") from None
+    except OSError as exc:
+        raise ValidationError(f"cannot read image {ref}: {exc.strerror}", field="image") from None
+
+
+class SearchService:
+    def __init__(
+        self,
+        encoder: Encoder,
+        index: VectorIndex,
+        *,
+        image_source: ImageSource = read_local_image,
+        s3_image_source: ImageSource | None = None,
+        decode_workers: int = 4,
+    ) -> None:
+        self.encoder = encoder
+        self.index = index
+        self.image_source = image_source
+        self.s3_image_source = s3_image_source
+        self.decode_workers = decode_workers
+        self._check_compatible()
+
+    def _check_compatible(self) -> None:
+        built_with = getattr(self.index, "model", None)
+        if built_with and built_with != self.encoder.model_id:
+            raise ConfigurationError(
+                f"the index was built with model {built_with!r} but the encoder is "
+                f"{self.encoder.model_id!r}; pass --model {built_with} or re-ingest"
+            )
+        dim = getattr(self.index, "dimension", None)
+        if dim and dim != self.encoder.dimension:
+            raise ConfigurationError(
+                f"the index holds {dim}-d vectors but {self.encoder.model_id!r} makes "
+                f"{self.encoder.dimension}-d ones"
+            )
+
+    # ------------------------------------------------------------------ queries
+
+    def query_vector(self, request: SearchRequest) -> np.ndarray:
+        """Encode the request; text plus image is a weighted sum of the two unit vectors."""
+        if request.product_id is not None:
+            vector = self.index.get_vector(request.product_id)
+            if vector is None:
+                raise NotFoundError(f"no product with id {request.product_id!r}",
+                                    field="product_id")
+            return vector
+        parts = []
+        if request.text is not None:
+            parts.append((request.text_weight, self.encoder.encode_texts([request.text])[0]))
+        if request.has_image:
+            image = request.image
+            if image is None:
+                if self.s3_image_source is None:
+                    raise ValidationError("image_s3_key is only supported on the AWS deployment",
+                                          field="image_s3_key")
+                image = self.s3_image_source(request.image_s3_key or "")
+            parts.append((request.image_weight, self.encoder.encode_images([image])[0]))
+        if len(parts) == 1:
+            return parts[0][1]
+        fused = sum(weight * vec for weight, vec in parts)
+        return l2_normalize(np.asarray(fused)[None, :])[0]
+
+    def search(self, request: SearchRequest, image_url: ImageUrl | None = None) -> dict[str, Any]:
+        started = time.perf_counter()
+        filters = bind_filters(request.filters, self.index.fields()) if request.filters else ()
+        vector = self.query_vector(request)
+        exclude = (request.product_id,) if request.product_id else ()
+        hits = self.index.knn(vector, request.k + request.offset, filters, exclude)
+        hits = hits[request.offset : request.offset + request.k]
+        if request.min_score is not None:
+            hits = [h for h in hits if h.score >= request.min_score]
+        return search_body(
+            [(h.product, h.score) for h in hits],
+            k=request.k,
+            offset=request.offset,
+            took_ms=(time.perf_counter() - started) * 1000,
+            model=self.encoder.model_id,
+            image_url=image_url,
+        )
+
+    def get_product(self, product_id: str) -> Product:
+        product = self.index.get(product_id)
+        if product is None:
+            raise NotFoundError(f"no product with id {product_id!r}", field="id")
+        return product
+
+    def product(self, product_id: str, image_url: ImageUrl | None = None) -> dict[str, Any]:
+        return product_body(self.get_product(product_id), image_url)
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "model": self.encoder.model_id, "products": self.index.count()}
+
+    # ------------------------------------------------------------------ writes
+
+    def ingest(
+        self,
+        products: Iterable[Product],
+        *,
+        batch_size: int = 32,
+        progress: Callable[[int], None] | None = None,
+    ) -> IngestReport:
+        """Encode product images in batches and upsert them; one bad image fails alone.
+
+        Images are read and decoded on a thread pool while the model runs, so
+        the CPU-bound forward pass is not left waiting on disk or S3.
+        """
+        report = IngestReport()
+        batch: list[Product] = []
+        with ThreadPoolExecutor(max_workers=self.decode_workers) as pool:
+            for product in products:
+                if product.image is None:
+                    report.skipped.append((product.id, "no image"))
+                    if progress:
+                        progress(1)
+                    continue
+                batch.append(product)
+                if len(batch) >= batch_size:
+                    self._ingest_batch(batch, pool, report, progress)
+                    batch = []
+            if batch:
+                self._ingest_batch(batch, pool, report, progress)
+        if hasattr(self.index, "set_model"):
+            self.index.set_model(self.encoder.model_id)
+        if hasattr(self.index, "flush"):
+            self.index.flush()
+        return report
+
+    def _ingest_batch(self, batch: Sequence[Product], pool: ThreadPoolExecutor,
+                      report: IngestReport, progress: Callable[[int], None] | None) -> None:
+        def fetch(product: Product):
+            try:
+                return load_image(self._read_image(product.image or ""))
+            except ValidationError as exc:
+                return exc
+
+        ready: list[tuple[Product, Any]] = []
+        for product, image in zip(batch, pool.map(fetch, batch), strict=True):
+            if isinstance(image, Exception):
+                report.failed.append((product.id, str(image)))
+            else:
+                ready.append((product, image))
+        if ready:
+            vectors = self.encoder.encode_images([image for _, image in ready])
+            records = [IndexRecord(p, v) for (p, _), v in zip(ready, vectors, strict=True)]
+            result = self.index.upsert(records)
+            report.indexed += result.indexed
+            report.failed.extend((f.id, f.reason) for f in result.failures)
+        if progress:
+            progress(len(batch))
+
+    def _read_image(self, ref: str) -> bytes:
+        if ref.startswith("s3://") and self.s3_image_source is not None:
+            return self.s3_image_source(ref)
+        return self.image_source(ref)
+
+    def delete(self, product_ids: Sequence[str]) -> int:
+        return self.index.delete(product_ids)
