@@ -1,0 +1,139 @@
+"""SearchService over the real tiny CLIP and LocalIndex, on the demo catalog."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clipsearch.catalog import Product
+from clipsearch.contract import SearchRequest, parse_filters
+from clipsearch.errors import (
+    ConfigurationError,
+    InvalidImageError,
+    NotFoundError,
+    ValidationError,
+)
+from clipsearch.index.local import LocalIndex
+from clipsearch.service import SearchService
+
+
+@pytest.fixture(scope="module", params=["exact", "ann"])
+def service(request, encoder, demo_products, tmp_path_factory):
+    # ann_threshold=1 puts even the 40-product demo catalog behind HNSW.
+    threshold = 10_000 if request.param == "exact" else 1
+    index = LocalIndex(tmp_path_factory.mktemp(f"idx-{request.param}"), ann_threshold=threshold)
+    svc = SearchService(encoder, index)
+    report = svc.ingest(demo_products, batch_size=16)
+    assert report.indexed == len(demo_products) and not report.failed
+    assert index.mode == request.param
+    return svc
+
+
+def image_of(product: Product) -> bytes:
+    return Path(product.image).read_bytes()
+
+
+def test_every_product_finds_itself_first(service, demo_products):
+    for product in demo_products:
+        response = service.search(SearchRequest(image=image_of(product), k=3))
+        top = response["results"][0]
+        assert top["id"] == product.id, product.id
+        assert top["score"] > 0.99
+
+
+def test_response_shape(service, demo_products):
+    response = service.search(SearchRequest(text="red circle", k=5))
+    assert list(response) == ["results", "k", "offset", "took_ms", "model"]
+    assert response["k"] == 5 and response["offset"] == 0
+    assert response["model"] == service.encoder.model_id
+    assert [r["rank"] for r in response["results"]] == [1, 2, 3, 4, 5]
+    first = response["results"][0]
+    assert list(first) == ["rank", "id", "title", "score", "image", "attributes"]
+    scores = [r["score"] for r in response["results"]]
+    assert scores == sorted(scores, reverse=True)
+    vector = service.encoder.encode_texts(["red circle"])[0]
+    stored = service.index.get_vector(first["id"])
+    assert first["score"] == pytest.approx(float(vector @ stored), abs=1e-5)
+
+
+def test_more_like_this_excludes_the_product(service, demo_products):
+    target = demo_products[3]
+    response = service.search(SearchRequest(product_id=target.id, k=10))
+    ids = [r["id"] for r in response["results"]]
+    assert target.id not in ids and len(ids) == 10
+
+
+def test_offset_pages_through_the_same_ranking(service):
+    full = service.search(SearchRequest(text="blue", k=20))["results"]
+    page = service.search(SearchRequest(text="blue", k=5, offset=10))["results"]
+    assert [r["id"] for r in page] == [r["id"] for r in full[10:15]]
+    assert [r["rank"] for r in page] == [11, 12, 13, 14, 15]
+
+
+def test_min_score_and_filters(service, demo_products):
+    image = image_of(demo_products[0])
+    results = service.search(SearchRequest(image=image, k=40, min_score=0.999))["results"]
+    assert [r["id"] for r in results] == [demo_products[0].id]
+    filters = parse_filters({"category": "rug", "price": {"lte": 40}})
+    results = service.search(SearchRequest(text="stripes", k=40, filters=filters))["results"]
+    expected = {p.id for p in demo_products
+                if p.attributes["category"] == "rug" and p.attributes["price"] <= 40}
+    assert {r["id"] for r in results} == expected and expected
+
+
+def test_text_plus_image_fuses_both(service, demo_products):
+    image = image_of(demo_products[0])
+    text_vec = service.encoder.encode_texts(["green"])[0]
+    image_vec = service.encoder.encode_images([image])[0]
+    fused = service.query_vector(SearchRequest(text="green", image=image,
+                                               text_weight=0.3, image_weight=0.7))
+    expected = 0.3 * text_vec + 0.7 * image_vec
+    np.testing.assert_allclose(fused, expected / np.linalg.norm(expected), atol=1e-6)
+    only_image = service.query_vector(SearchRequest(text="green", image=image,
+                                                    text_weight=0, image_weight=1))
+    np.testing.assert_allclose(only_image, image_vec, atol=1e-6)
+
+
+def test_errors(service):
+    with pytest.raises(NotFoundError, match="no product with id 'missing'"):
+        service.search(SearchRequest(product_id="missing"))
+    with pytest.raises(NotFoundError):
+        service.product("missing")
+    with pytest.raises(ValidationError, match="unknown filter field 'colour'") as info:
+        service.search(SearchRequest(text="x", filters=parse_filters({"colour": "red"})))
+    assert info.value.field == "filters.colour"
+    with pytest.raises(ValidationError, match="range filter on 'color'"):
+        service.search(SearchRequest(text="x", filters=parse_filters({"color": {"gt": 1}})))
+    with pytest.raises(InvalidImageError):
+        service.search(SearchRequest(image=b"GIF89a-but-not-really"))
+    with pytest.raises(ValidationError, match="only supported on the AWS"):
+        service.search(SearchRequest(image_s3_key="images/a.jpg"))
+
+
+def test_ingest_reports_bad_images_and_keeps_the_rest(encoder, tmp_path, demo_products):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    products = [
+        demo_products[0],
+        Product("broken", "Broken", str(broken)),
+        Product("missing", "Missing", str(tmp_path / "nope.png")),
+        Product("noimage", "No image"),
+    ]
+    service = SearchService(encoder, LocalIndex(tmp_path / "idx"))
+    report = service.ingest(products)
+    assert report.indexed == 1
+    assert dict(report.skipped) == {"noimage": "no image"}
+    failed = dict(report.failed)
+    assert set(failed) == {"broken", "missing"}
+    assert "not a readable image" in failed["broken"]
+    assert "does not exist" in failed["missing"]
+    # Re-ingesting is idempotent.
+    assert service.ingest(products).indexed == 1 and service.index.count() == 1
+
+
+def test_index_built_with_another_model_is_refused(encoder, tmp_path, demo_products):
+    index = LocalIndex(tmp_path)
+    SearchService(encoder, index).ingest(demo_products[:2])
+    index.set_model("some/other-model")
+    with pytest.raises(ConfigurationError, match="built with model 'some/other-model'"):
+        SearchService(encoder, index)
