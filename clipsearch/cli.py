@@ -38,6 +38,16 @@ def _settings_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ann-threshold", type=int, default=settings.ann_threshold,
                         help="switch LocalIndex from exact search to HNSW at this many "
                         "vectors (env CLIPSEARCH_ANN_THRESHOLD)")
+    parser.add_argument("--opensearch", metavar="URL", default=settings.opensearch_url,
+                        help="use an OpenSearch node or Amazon OpenSearch Service domain "
+                        "instead of the local index (env CLIPSEARCH_OPENSEARCH_URL)")
+    parser.add_argument("--aws-sigv4", action="store_true",
+                        default=os.environ.get("CLIPSEARCH_OPENSEARCH_SIGV4") == "1",
+                        help="sign OpenSearch requests with AWS SigV4 (Amazon OpenSearch "
+                        "Service; env CLIPSEARCH_OPENSEARCH_SIGV4=1)")
+    parser.add_argument("--alias", default=os.environ.get("CLIPSEARCH_OPENSEARCH_ALIAS",
+                                                          "products"),
+                        help="OpenSearch alias the products live behind (default products)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -78,6 +88,13 @@ def _settings_parser() -> argparse.ArgumentParser:
     rnd.add_argument("directory", type=Path)
     rnd.add_argument("--preset", default="tiny", choices=["tiny", "vit-b-32"])
     rnd.add_argument("--seed", type=int, default=0)
+    msrv = model_sub.add_parser("serve", help="serve a packaged model.tar.gz as a local "
+                                "SageMaker endpoint (container and runtime APIs)")
+    msrv.add_argument("artifact", type=Path, help="model.tar.gz from scripts/package_model.py")
+    msrv.add_argument("--port", type=int, default=8080)
+    msrv.add_argument("--host", default="127.0.0.1")
+    msrv.add_argument("--endpoint-name", default="clipsearch-clip",
+                      help="name answered on POST /endpoints/NAME/invocations")
     return parser
 
 
@@ -85,9 +102,20 @@ def _settings_parser() -> argparse.ArgumentParser:
 
 
 def _open_index(args: argparse.Namespace):
+    if args.opensearch:
+        from clipsearch.index.opensearch import OpenSearchIndex
+
+        return OpenSearchIndex.from_url(args.opensearch, aws_sigv4=args.aws_sigv4,
+                                        alias=args.alias)
     from clipsearch.index.local import LocalIndex
 
     return LocalIndex(args.data_dir / "index", ann_threshold=args.ann_threshold)
+
+
+def _index_location(args: argparse.Namespace) -> str:
+    if args.opensearch:
+        return f"alias {args.alias} at {args.opensearch}"
+    return str(args.data_dir / "index")
 
 
 def _open_encoder(model: str):
@@ -135,7 +163,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(json.dumps(body, indent=2))
     else:
         print(f"indexed {report.indexed}, skipped {len(report.skipped)}, failed {len(failed)} "
-              f"({service.index.count()} products in {args.data_dir / 'index'})")
+              f"({service.index.count()} products in {_index_location(args)})")
         for pid, reason in report.skipped[:20]:
             print(f"  skipped {pid}: {reason}")
         for _, reason in failed[:50]:
@@ -204,10 +232,24 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    raise ConfigurationError("`clipsearch serve` is not built yet (see the local server issue)")
+    try:
+        from clipsearch.server import serve
+    except ImportError as exc:
+        raise ConfigurationError(f"the server needs the `server` extra ({exc.name} is "
+                                 "missing): pip install 'clipsearch[server]'") from None
+    if not 0 <= args.port <= 65535:
+        raise ValidationError(f"--port must be 0-65535, got {args.port}", field="port")
+    # The index comes from _open_index, so another backend plugs in there.
+    serve(_service(args), host=args.host, port=args.port)
+    return 0
 
 
 def cmd_model(args: argparse.Namespace) -> int:
+    if args.model_command == "serve":
+        from clipsearch.sagemaker_emulator import serve
+
+        serve(args.artifact, port=args.port, endpoint_name=args.endpoint_name, host=args.host)
+        return 0
     from clipsearch.random_clip import build_random_clip
 
     path = build_random_clip(args.directory, preset=args.preset, seed=args.seed)
