@@ -27,3 +27,29 @@ if [ ! -f "$stamp" ]; then
   "$VENV/bin/pip" install --quiet --progress-bar off -e ".[$extras]"
   touch "$stamp"
 fi
+
+# The browser test drives Debian's chromium (never a downloaded browser).
+if [ "$profile" != "demo" ] && [ ! -x /usr/bin/chromium ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    as_root=""
+    [ "$(id -u)" = 0 ] || as_root="sudo"
+    echo "==> installing Debian's chromium for the browser test"
+    $as_root apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -q chromium
+  else
+    echo "==> WARNING: no apt-get; install chromium at /usr/bin/chromium or the browser test skips"
+  fi
+fi
+
+# The OpenSearch test node is built from Maven Central jars: it needs a JDK 17+ and Maven.
+if [ "$profile" != "demo" ] && { ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; }; then
+  if command -v apt-get >/dev/null 2>&1; then
+    as_root=""
+    [ "$(id -u)" = 0 ] || as_root="sudo"
+    echo "==> installing a JDK and Maven for the OpenSearch test node"
+    $as_root apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -q openjdk-17-jdk-headless maven
+  else
+    echo "==> WARNING: no apt-get; install Java 17+ and Maven or the OpenSearch tests skip"
+  fi
+fi
