@@ -186,8 +186,9 @@ class OpenSearchIndex:
 
     @classmethod
     def from_url(cls, url: str, *, aws_sigv4: bool = False, region: str | None = None,
-                 **kwargs: Any) -> OpenSearchIndex:
-        return cls(make_client(url, aws_sigv4=aws_sigv4, region=region), **kwargs)
+                 timeout: float = 30.0, **kwargs: Any) -> OpenSearchIndex:
+        client = make_client(url, aws_sigv4=aws_sigv4, region=region, timeout=timeout)
+        return cls(client, **kwargs)
 
     # ------------------------------------------------------------------ versions
 
