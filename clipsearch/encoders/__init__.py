@@ -47,4 +47,8 @@ def __getattr__(name: str):
         from clipsearch.encoders.clip import ClipEncoder
 
         return ClipEncoder
+    if name == "SageMakerEncoder":
+        from clipsearch.encoders.sagemaker import SageMakerEncoder
+
+        return SageMakerEncoder
     raise AttributeError(name)
