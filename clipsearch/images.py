@@ -62,7 +62,13 @@ def load_image(data: bytes, field: str = "image") -> Image.Image:
                 )
             img.load()
             return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError:
+        # PIL's own message quotes the BytesIO repr (a memory address): useless to a
+        # client, and it would make identical requests answer differently.
+        raise InvalidImageError(
+            "bytes are not a readable image (JPEG, PNG, WebP, GIF, BMP...)", field=field
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImageError(
             f"bytes are not a readable image (JPEG, PNG, WebP, GIF, BMP...): {exc}", field=field
         ) from None

@@ -103,7 +103,12 @@ class SearchService:
             return vector
         parts = []
         if request.text is not None:
-            parts.append((request.text_weight, self.encoder.encode_texts([request.text])[0]))
+            try:
+                vector = self.encoder.encode_texts([request.text])[0]
+            except ValidationError as exc:
+                exc.field = "text"  # the encoder names its batch slot, texts[0]
+                raise
+            parts.append((request.text_weight, vector))
         if request.has_image:
             image = request.image
             if image is None:
@@ -111,7 +116,12 @@ class SearchService:
                     raise ValidationError("image_s3_key is only supported on the AWS deployment",
                                           field="image_s3_key")
                 image = self.s3_image_source(request.image_s3_key or "")
-            parts.append((request.image_weight, self.encoder.encode_images([image])[0]))
+            try:
+                vector = self.encoder.encode_images([image])[0]
+            except ValidationError as exc:
+                exc.field = "image"  # the encoder names its batch slot, images[0]
+                raise
+            parts.append((request.image_weight, vector))
         if len(parts) == 1:
             return parts[0][1]
         fused = sum(weight * vec for weight, vec in parts)
