@@ -38,6 +38,9 @@ def _settings_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ann-threshold", type=int, default=settings.ann_threshold,
                         help="switch LocalIndex from exact search to HNSW at this many "
                         "vectors (env CLIPSEARCH_ANN_THRESHOLD)")
+    parser.add_argument("--hnsw-ef-search", type=int, default=settings.hnsw_ef_search,
+                        help="HNSW search breadth once the index is past --ann-threshold; "
+                        "higher is slower and more exact (env CLIPSEARCH_HNSW_EF_SEARCH)")
     parser.add_argument("--opensearch", metavar="URL", default=settings.opensearch_url,
                         help="use an OpenSearch node or Amazon OpenSearch Service domain "
                         "instead of the local index (env CLIPSEARCH_OPENSEARCH_URL)")
@@ -95,6 +98,14 @@ def _settings_parser() -> argparse.ArgumentParser:
     msrv.add_argument("--host", default="127.0.0.1")
     msrv.add_argument("--endpoint-name", default="clipsearch-clip",
                       help="name answered on POST /endpoints/NAME/invocations")
+
+    from clipsearch.bootstrap.cli import DESCRIPTION as BOOTSTRAP_DESCRIPTION
+    from clipsearch.bootstrap.cli import add_arguments as add_bootstrap_arguments
+
+    boot = sub.add_parser("bootstrap", help="load a catalog on AWS: S3 upload, SageMaker "
+                          "batch transform, bulk index, alias swap",
+                          description=BOOTSTRAP_DESCRIPTION)
+    add_bootstrap_arguments(boot)
     return parser
 
 
@@ -109,7 +120,8 @@ def _open_index(args: argparse.Namespace):
                                         alias=args.alias)
     from clipsearch.index.local import LocalIndex
 
-    return LocalIndex(args.data_dir / "index", ann_threshold=args.ann_threshold)
+    return LocalIndex(args.data_dir / "index", ann_threshold=args.ann_threshold,
+                      ef_search=args.hnsw_ef_search)
 
 
 def _index_location(args: argparse.Namespace) -> str:
@@ -257,6 +269,12 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    from clipsearch.bootstrap.cli import run_from_args
+
+    return run_from_args(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from clipsearch.catalog import read_catalog
     from clipsearch.demo import COLORS, write_demo_catalog
@@ -291,14 +309,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     query_image = catalog.products[len(COLORS)].image or ""
     print(f"\n$ clipsearch search --image {query_image} --k 5")
     _print_results(service.search(SearchRequest(image=read_local_image(query_image), k=5)))
-    print(f"\nTry it yourself:  clipsearch --data-dir {args.data_dir} --model {model} "
+    print(f"\nTry it yourself:  .venv/bin/clipsearch --data-dir {args.data_dir} --model {model} "
           'search "blue striped rug"')
+    print(f"Search page:      .venv/bin/clipsearch --data-dir {args.data_dir} --model {model} "
+          "serve   (then open http://127.0.0.1:8000)")
     return 0
 
 
 COMMANDS = {
     "ingest": cmd_ingest, "search": cmd_search, "info": cmd_info, "delete": cmd_delete,
-    "serve": cmd_serve, "model": cmd_model, "demo": cmd_demo,
+    "serve": cmd_serve, "model": cmd_model, "demo": cmd_demo, "bootstrap": cmd_bootstrap,
 }
 
 
