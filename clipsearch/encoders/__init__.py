@@ -32,6 +32,17 @@ class Encoder(Protocol):
     def encode_images(self, images: Sequence[bytes | Image.Image]) -> np.ndarray: ...
 
 
+def check_texts(texts: Sequence[str]) -> None:
+    """Both encoders reject the same inputs with the same errors, before any work."""
+    from clipsearch.errors import ValidationError
+
+    if isinstance(texts, str):
+        raise TypeError("encode_texts takes a sequence of strings, not one string")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise ValidationError("text must be a non-empty string", field=f"texts[{i}]")
+
+
 def l2_normalize(matrix: np.ndarray) -> np.ndarray:
     """Row-normalise to unit length in float32; zero rows stay zero instead of NaN."""
     import numpy as np

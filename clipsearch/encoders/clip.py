@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clipsearch import config
-from clipsearch.encoders import l2_normalize
-from clipsearch.errors import ConfigurationError, ValidationError
+from clipsearch.encoders import check_texts, l2_normalize
+from clipsearch.errors import ConfigurationError
 from clipsearch.images import load_image
 from clipsearch.models import quiet_transformers
 
@@ -87,11 +87,7 @@ class ClipEncoder:
         import numpy as np
         import torch
 
-        if isinstance(texts, str):
-            raise TypeError("encode_texts takes a sequence of strings, not one string")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
-                raise ValidationError("text must be a non-empty string", field=f"texts[{i}]")
+        check_texts(texts)
         prompts = [self.format_query(t) if apply_template else t for t in texts]
         chunks = []
         for start in range(0, len(prompts), self.batch_size):

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from clipsearch import config
 from clipsearch import sagemaker_protocol as wire
-from clipsearch.encoders import l2_normalize
+from clipsearch.encoders import check_texts, l2_normalize
 from clipsearch.errors import (
     ClipsearchError,
     ConfigurationError,
@@ -169,11 +169,7 @@ class SageMakerEncoder:
         """Raw query texts; the handler applies the packaged prompt template once."""
         import numpy as np
 
-        if isinstance(texts, str):
-            raise TypeError("encode_texts takes a sequence of strings, not one string")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
-                raise ValidationError("text must be a non-empty string", field=f"texts[{i}]")
+        check_texts(texts)
         docs = [json.dumps(t, ensure_ascii=False).encode("utf-8") for t in texts]
         rows: list[np.ndarray] = []
         for start, end in self._pack([len(d) + 1 for d in docs], "texts"):
