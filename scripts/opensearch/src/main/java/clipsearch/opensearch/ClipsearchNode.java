@@ -144,7 +144,12 @@ public final class ClipsearchNode {
                 return true;
             }
             Metadata metadata = cs.state().metadata();
-            List<String> names = new ArrayList<>(List.of(put.indices()));
+            // Dynamic mapping updates (a new attribute in a document) name only
+            // the concrete index: indices() is null there.
+            List<String> names = new ArrayList<>();
+            if (put.indices() != null) {
+                names.addAll(List.of(put.indices()));
+            }
             if (put.getConcreteIndex() != null) {
                 names.add(put.getConcreteIndex().getName());
             }
