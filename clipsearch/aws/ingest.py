@@ -1,0 +1,435 @@
+"""The ingest Lambda's logic: reconcile the index with the S3 objects that changed.
+
+Level-triggered, not edge-triggered. An event only says *which key* changed;
+what to do is decided from the key's state *now*:
+
+- `catalog/*.jsonl` that exists: its records are upserted into the catalog
+  store (see `catalog_store`); products no longer listed by that file are
+  deleted; each product whose image is already in S3 is encoded and upserted,
+  except when the index already holds it with the same image, where only
+  changed metadata is written (with the stored vector: no encoding).
+- `catalog/*.jsonl` that no longer exists: the products it defined are deleted.
+- `images/*` that exists: every catalog record that points at it is encoded
+  (once per image, however many products share it) and upserted.
+- `images/*` that no longer exists: the products that point at it leave the
+  index (their catalog records stay, so a re-upload brings them back).
+
+Why: SQS delivers at least once and in no particular order, and S3 may send
+"created" after a later "removed" of the same key. Acting on the current state
+makes a redelivery, a duplicate or a reordering end in the same index as the
+orderly case. Writes are upserts and deletes by product id, so the same batch
+twice gives the same index.
+
+Failures are tracked per S3 key and reported per SQS message: a message fails
+when it cannot be parsed (poison), names another bucket, or when any product
+of its key could not be indexed (a corrupt image, a document OpenSearch
+rejects, the endpoint unavailable after retries, time running out). Only those
+messages are retried by SQS; a permanent failure reaches the DLQ after
+`max_receive_count` deliveries. Catalog files larger than one invocation can
+encode make progress on each delivery (already-indexed products are skipped),
+but a whole catalog is best loaded by the bootstrap (batch transform).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from clipsearch import config
+from clipsearch.aws.catalog_store import CatalogRecord, CatalogStore
+from clipsearch.aws.events import Message
+from clipsearch.aws.s3 import Bucket, resolve_image_key, s3_uri
+from clipsearch.catalog import Product, RecordError, iter_jsonl
+from clipsearch.errors import ClipsearchError, ConfigurationError, ServiceUnavailableError
+from clipsearch.index import IndexRecord
+
+log = logging.getLogger(__name__)
+
+# A catalog file is read whole into memory; beyond this, use the bootstrap.
+CATALOG_MAX_BYTES = 100 * 1024 * 1024
+MGET_PAGE = 500
+
+
+@dataclass
+class IngestStats:
+    """Counts for one batch; the handler publishes them as metrics."""
+
+    messages: int = 0
+    failed_messages: int = 0
+    poison_messages: int = 0
+    test_events: int = 0
+    ignored_objects: int = 0
+    catalogs: int = 0
+    catalog_record_errors: int = 0
+    products_indexed: int = 0
+    products_updated: int = 0
+    products_unchanged: int = 0
+    products_deleted: int = 0
+    products_failed: int = 0
+    products_waiting: int = 0
+    images_encoded: int = 0
+    images_unreferenced: int = 0
+
+
+@dataclass
+class BatchOutcome:
+    failures: dict[str, str]  # SQS message id -> why it failed, in message order
+    stats: IngestStats
+
+    def batch_item_failures(self) -> dict[str, list[dict[str, str]]]:
+        return {"batchItemFailures": [{"itemIdentifier": mid} for mid in self.failures]}
+
+
+@dataclass
+class _Pending:
+    """A product to encode, and the S3 keys whose outcome depends on it."""
+
+    record: CatalogRecord
+    owners: set[str] = field(default_factory=set)
+
+
+class Ingestor:
+    """Processes one SQS batch at a time; holds no state between batches but its clients."""
+
+    def __init__(
+        self,
+        *,
+        bucket: Bucket,
+        index: Any,
+        catalog: CatalogStore,
+        encoder: Any,
+        images_prefix: str,
+        catalog_prefix: str,
+        encode_batch: int = 16,
+        fetch_workers: int = 8,
+        remaining_s: Callable[[], float] = lambda: math.inf,
+        time_margin: float = 15.0,
+    ) -> None:
+        self.bucket = bucket
+        self.index = index
+        self.catalog = catalog
+        self.encoder = encoder
+        self.images_prefix = images_prefix
+        self.catalog_prefix = catalog_prefix
+        self.encode_batch = max(1, encode_batch)
+        self.fetch_workers = fetch_workers
+        self.remaining_s = remaining_s
+        self.time_margin = time_margin
+        self._index_ready = False
+
+    # ------------------------------------------------------------------ batch
+
+    def process(self, messages: Sequence[Message]) -> BatchOutcome:
+        stats = IngestStats(messages=len(messages))
+        message_errors: dict[str, str] = {}
+        catalog_keys: list[str] = []
+        image_keys: list[str] = []
+        keys_of: dict[str, list[str]] = {}
+        for message in messages:
+            keys: list[str] = []
+            if message.problem is not None:
+                stats.poison_messages += 1
+                message_errors[message.message_id] = message.problem
+                log.error("poison message %s (delivery %d): %s", message.message_id,
+                          message.receive_count, message.problem)
+                continue
+            if message.test_event:
+                stats.test_events += 1
+                log.info("message %s is an s3:TestEvent; nothing to do", message.message_id)
+                continue
+            for obj in message.objects:
+                if obj.bucket != self.bucket.name:
+                    stats.poison_messages += 1
+                    message_errors.setdefault(
+                        message.message_id,
+                        f"event for bucket {obj.bucket}; this function serves "
+                        f"{self.bucket.name}")
+                elif obj.key.startswith(self.catalog_prefix) and \
+                        obj.key.lower().endswith(".jsonl"):
+                    keys.append(obj.key)
+                    if obj.key not in catalog_keys:
+                        catalog_keys.append(obj.key)
+                elif obj.key.startswith(self.images_prefix) and not obj.key.endswith("/"):
+                    keys.append(obj.key)
+                    if obj.key not in image_keys:
+                        image_keys.append(obj.key)
+                else:
+                    stats.ignored_objects += 1
+                    log.info("ignoring s3://%s/%s (%s): neither a catalog .jsonl nor an image",
+                             obj.bucket, obj.key, obj.event_name)
+            keys_of[message.message_id] = keys
+
+        key_errors: dict[str, str] = {}
+        pending: dict[str, _Pending] = {}
+        fetched: dict[str, bytes | None] = {}
+        for key in catalog_keys:
+            try:
+                self._catalog(key, pending, stats)
+            except ClipsearchError as exc:
+                key_errors[key] = exc.message
+                log.error("catalog %s failed: %s", key, exc.message)
+        if image_keys:
+            try:
+                self._images(image_keys, pending, fetched, key_errors, stats)
+            except ClipsearchError as exc:
+                for key in image_keys:
+                    key_errors.setdefault(key, exc.message)
+                log.error("images failed: %s", exc.message)
+        if pending:
+            self._encode(pending, fetched, key_errors, stats)
+
+        for message in messages:
+            if message.message_id in message_errors:
+                continue
+            errors = [key_errors[k] for k in keys_of.get(message.message_id, [])
+                      if k in key_errors]
+            if errors:
+                message_errors[message.message_id] = errors[0]
+                log.warning("message %s fails (delivery %d): %s", message.message_id,
+                            message.receive_count, errors[0])
+        ordered = {m.message_id: message_errors[m.message_id] for m in messages
+                   if m.message_id in message_errors}
+        stats.failed_messages = len(ordered)
+        return BatchOutcome(ordered, stats)
+
+    # ------------------------------------------------------------------ catalogs
+
+    def _catalog(self, key: str, pending: dict[str, _Pending], stats: IngestStats) -> None:
+        stats.catalogs += 1
+        data = self.bucket.get(key, max_bytes=CATALOG_MAX_BYTES)
+        if data is None:
+            gone = [r.product.id for r in self.catalog.by_source(key)]
+            stats.products_deleted += self.index.delete(gone) if gone else 0
+            self._check(self.catalog.delete(gone), "catalog store delete")
+            log.info("catalog %s is gone: removed its %d product(s)", key, len(gone))
+            return
+        records, errors = self._parse_catalog(key, data)
+        stats.catalog_record_errors += len(errors)
+        for error in errors[:50]:
+            log.warning("catalog record skipped: %s", error)
+        if len(errors) > 50:
+            log.warning("... and %d more bad records in %s", len(errors) - 50, key)
+
+        listed = {r.product.id for r in records}
+        stale = [r.product.id for r in self.catalog.by_source(key)
+                 if r.product.id not in listed]
+        if stale:
+            stats.products_deleted += self.index.delete(stale)
+            self._check(self.catalog.delete(stale), "catalog store delete")
+        self._check(self.catalog.put(records), "catalog store")
+
+        existing = self._indexed(list(listed))
+        reuse: list[IndexRecord] = []
+        drop: list[str] = []
+        for record in records:
+            product = record.product
+            current = existing.get(product.id)
+            if record.image_key is None:
+                stats.products_waiting += 1
+                if current is not None:
+                    drop.append(product.id)
+                continue
+            if current is not None and current[0].image == product.image:
+                if current[0] == product:
+                    stats.products_unchanged += 1
+                else:
+                    reuse.append(IndexRecord(product, current[1]))
+                continue
+            entry = pending.setdefault(product.id, _Pending(record))
+            entry.record = record
+            entry.owners.add(key)
+        if drop:
+            stats.products_deleted += self.index.delete(drop)
+        if reuse:
+            result = self.index.upsert(reuse)
+            stats.products_updated += result.indexed
+            if result.failures:
+                stats.products_failed += len(result.failures)
+                first = result.failures[0]
+                raise _IndexWriteError(f"product {first.id}: {first.reason}")
+        log.info("catalog %s: %d record(s), %d bad, %d removed, %d to encode, %d updated",
+                 key, len(records), len(errors), len(stale), sum(
+                     1 for p in pending.values() if key in p.owners), len(reuse))
+
+    def _parse_catalog(self, key: str, data: bytes) -> tuple[list[CatalogRecord],
+                                                          list[RecordError]]:
+        lines: list[str] = []
+        errors: list[RecordError] = []
+        for number, raw in enumerate(data.split(b"\n"), start=1):
+            try:
+                lines.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                lines.append("")  # keeps the numbering of the lines after it
+                errors.append(RecordError(key, number, "line is not UTF-8"))
+        by_id: dict[str, CatalogRecord] = {}
+        line_numbers = iter(n for n, line in enumerate(lines, start=1) if line.strip())
+        for item in iter_jsonl(iter(lines), key, None):
+            number = next(line_numbers, None)
+            if isinstance(item, RecordError):
+                errors.append(item)
+                continue
+            ref = resolve_image_key(item.image, bucket=self.bucket.name,
+                                    images_prefix=self.images_prefix, catalog_key=key)
+            if ref.problem is not None and item.image is not None:
+                errors.append(RecordError(key, number, f"not indexable: {ref.problem}", item.id))
+            image = s3_uri(self.bucket.name, ref.key) if ref.key else item.image
+            product = Product(item.id, item.title, image, dict(item.attributes))
+            by_id.pop(item.id, None)  # the last record of an id wins, as in read_jsonl
+            by_id[item.id] = CatalogRecord(product, ref.key, key, number)
+        return list(by_id.values()), sorted(errors, key=lambda e: e.line or 0)
+
+    def _indexed(self, ids: Sequence[str]) -> dict[str, tuple[Product, np.ndarray]]:
+        """Products (and vectors) already in the index, for the no-re-encode path."""
+        out: dict[str, tuple[Product, np.ndarray]] = {}
+        if not ids or self.index.current_index() is None:
+            return out
+        from clipsearch.index.opensearch import _product
+
+        for start in range(0, len(ids), MGET_PAGE):
+            response = self.index.client.mget(index=self.index.alias,
+                                              body={"ids": list(ids[start:start + MGET_PAGE])})
+            for doc in response.get("docs", []):
+                source = doc.get("_source")
+                if doc.get("found") and source and source.get("vector"):
+                    out[doc["_id"]] = (_product(source),
+                                       np.asarray(source["vector"], dtype=np.float32))
+        return out
+
+    # ------------------------------------------------------------------ images
+
+    def _images(self, keys: Sequence[str], pending: dict[str, _Pending],
+                fetched: dict[str, bytes | None], key_errors: dict[str, str],
+                stats: IngestStats) -> None:
+        for key, result in zip(keys, self._fetch(keys), strict=True):
+            if isinstance(result, ClipsearchError):
+                key_errors[key] = result.message
+            else:
+                fetched[key] = result
+        usable = [k for k in keys if k not in key_errors]
+        users = self.catalog.by_image_keys(usable)
+        for key in usable:
+            records = users.get(key, [])
+            if fetched.get(key) is None:
+                gone = [r.product.id for r in records]
+                removed = self.index.delete(gone) if gone else 0
+                stats.products_deleted += removed
+                log.info("image %s is gone: %d product(s) left the index", key, removed)
+                continue
+            if not records:
+                stats.images_unreferenced += 1
+                log.info("image %s: no catalog record uses it yet; it will be encoded when "
+                         "its catalog arrives", key)
+                continue
+            for record in records:
+                entry = pending.setdefault(record.product.id, _Pending(record))
+                entry.owners.add(key)
+
+    def _fetch(self, keys: Sequence[str]) -> list[bytes | ClipsearchError | None]:
+        def one(key: str) -> bytes | ClipsearchError | None:
+            try:
+                return self.bucket.get(key, max_bytes=config.MAX_IMAGE_BYTES)
+            except ClipsearchError as exc:
+                return exc
+
+        if len(keys) <= 1:
+            return [one(k) for k in keys]
+        with ThreadPoolExecutor(max_workers=min(self.fetch_workers, len(keys))) as pool:
+            return list(pool.map(one, keys))
+
+    # ------------------------------------------------------------------ encoding
+
+    def _encode(self, pending: dict[str, _Pending], fetched: dict[str, bytes | None],
+                key_errors: dict[str, str], stats: IngestStats) -> None:
+        by_image: dict[str, list[_Pending]] = {}
+        for entry in pending.values():
+            assert entry.record.image_key is not None
+            by_image.setdefault(entry.record.image_key, []).append(entry)
+
+        def fail(entries: Iterable[_Pending], reason: str) -> None:
+            for entry in entries:
+                stats.products_failed += 1
+                for owner in entry.owners:
+                    key_errors.setdefault(owner, f"product {entry.record.product.id}: {reason}")
+
+        images = list(by_image)
+        stop: str | None = None
+        for start in range(0, len(images), self.encode_batch):
+            chunk = images[start:start + self.encode_batch]
+            entries = [e for image in chunk for e in by_image[image]]
+            if stop is None and self.remaining_s() < self.time_margin:
+                stop = (f"time budget spent with {len(images) - start} image(s) left; "
+                        "the rest is done on redelivery")
+            if stop is not None:
+                fail(entries, stop)
+                continue
+            missing = [k for k in chunk if k not in fetched]
+            for key, result in zip(missing, self._fetch(missing), strict=True):
+                if isinstance(result, ClipsearchError):
+                    fail(by_image[key], result.message)
+                    fetched[key] = None
+                    by_image[key] = []
+                else:
+                    fetched[key] = result
+            absent = [k for k in chunk if fetched.get(k) is None and by_image[k]]
+            if absent:
+                waiting = [e.record.product.id for k in absent for e in by_image[k]]
+                stats.products_waiting += len(waiting)
+                stats.products_deleted += self.index.delete(waiting)
+            ready = [k for k in chunk if fetched.get(k) is not None]
+            if not ready:
+                continue
+            try:
+                vectors = self.encoder.encode_images_each([fetched[k] for k in ready])
+            except (ServiceUnavailableError, ConfigurationError) as exc:
+                stop = exc.message
+                fail(entries, stop)
+                continue
+            except ClipsearchError as exc:
+                fail(entries, exc.message)
+                continue
+            records: list[IndexRecord] = []
+            for key, vector in zip(ready, vectors, strict=True):
+                if isinstance(vector, ClipsearchError):
+                    fail(by_image[key], f"image {key}: {vector.message}")
+                    continue
+                stats.images_encoded += 1
+                records.extend(IndexRecord(e.record.product, vector) for e in by_image[key])
+            self._write(records, pending, fail, stats)
+
+    def _write(self, records: list[IndexRecord], pending: dict[str, _Pending],
+               fail: Callable[[Iterable[_Pending], str], None], stats: IngestStats) -> None:
+        if not records:
+            return
+        if not self._index_ready:
+            self.index.ensure(int(np.asarray(records[0].vector).shape[-1]),
+                              model=getattr(self.encoder, "model_id", None))
+            self._index_ready = True
+        try:
+            result = self.index.upsert(records)
+        except ClipsearchError as exc:
+            fail([pending[r.product.id] for r in records], exc.message)
+            return
+        stats.products_indexed += result.indexed
+        for failure in result.failures:
+            entry = pending.get(failure.id)
+            if entry is not None:
+                fail([entry], f"the index rejected it: {failure.reason}")
+
+    @staticmethod
+    def _check(failures: Sequence[Any], what: str) -> None:
+        if failures:
+            first = failures[0]
+            raise _IndexWriteError(f"{what} rejected {len(failures)} record(s), first "
+                                   f"{first.id}: {first.reason}")
+
+
+class _IndexWriteError(ClipsearchError):
+    """OpenSearch refused a document: reported as the key's (and so the message's) failure."""
+
+    code = "index_write_failed"

@@ -1,0 +1,168 @@
+"""End to end through real components: S3 uploads -> S3 notifications -> SQS -> the ingest
+Lambda -> the SageMaker endpoint (emulator, tiny packaged CLIP, via boto3) -> OpenSearch
+(the real node) -> the query Lambda.
+
+S3 and SQS are moto; the notifications are the ones moto's S3 sends for the
+uploads and deletes (the notification configuration is the stack's: created and
+removed, on images/ and catalog/). See tests/lambda_support.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+
+from tests.lambda_support import (
+    api_event,
+    aws_mock,  # noqa: F401  (fixture)
+    call,
+    drain,
+    endpoint_model_id,  # noqa: F401  (fixture)
+    ingest_demo,
+    jsonl,
+    load_handler,
+    make_world,
+)
+
+
+@pytest.fixture(scope="module")
+def world(aws_mock, opensearch_url, sagemaker_endpoint, endpoint_model_id, demo_products):  # noqa: F811
+    world = make_world(opensearch_url, sagemaker_endpoint, endpoint_model_id)
+    for name, value in world.env.items():
+        aws_mock.setenv(name, value)
+    world.ingest = load_handler("ingest")
+    world.query = load_handler("query")
+    world.reports = ingest_demo(world, world.ingest, demo_products)
+    return world
+
+
+def image_b64(product) -> str:
+    return base64.b64encode(Path(product.image).read_bytes()).decode()
+
+
+def search(world, body: dict) -> tuple[int, dict]:
+    status, _, answer = call(world.query, api_event("POST", "/search", body=json.dumps(body)))
+    return status, answer
+
+
+def test_every_product_is_indexed_and_nothing_failed(world, demo_products, sagemaker_endpoint):
+    assert [r.failed for r in world.reports] == [[], [], []]
+    first = world.reports[0]
+    # S3 sent its s3:TestEvent when the notification was configured: acknowledged.
+    assert any('"s3:TestEvent"' in m["Body"] for m in world.delivered)
+    assert first.processed == len(demo_products) // 2 + 1
+    status, _, health = call(world.query, api_event("GET", "/health"))
+    assert status == 200
+    assert health == {"status": "ok", "model": world.env["CLIPSEARCH_MODEL"],
+                      "products": len(demo_products)}
+    assert world.dead_letters() == []
+
+
+@pytest.mark.parametrize("position", [0, 7, 20, 39])
+def test_a_catalog_image_as_base64_finds_its_product_first(world, demo_products, position):
+    product = demo_products[position]
+    status, answer = search(world, {"image": image_b64(product), "k": 5})
+    assert status == 200
+    top = answer["results"][0]
+    assert top["id"] == product.id and top["rank"] == 1
+    assert top["score"] == pytest.approx(1.0, abs=1e-4)
+    assert top["title"] == product.title and top["attributes"] == dict(product.attributes)
+
+
+def test_image_s3_key_finds_its_product_first(world, demo_products):
+    for product in (demo_products[3], demo_products[31]):
+        key = f"images/{Path(product.image).name}"
+        status, answer = search(world, {"image_s3_key": key, "k": 3})
+        assert status == 200, answer
+        assert answer["results"][0]["id"] == product.id
+        status, answer = search(world, {"image_s3_key": f"s3://{world.bucket}/{key}", "k": 3})
+        assert answer["results"][0]["id"] == product.id
+
+
+def test_similar_excludes_the_product_itself(world, demo_products):
+    product = demo_products[12]
+    status, _, answer = call(world.query, api_event("GET", f"/products/{product.id}/similar",
+                                                    {"k": "10"}))
+    assert status == 200
+    ids = [r["id"] for r in answer["results"]]
+    assert len(ids) == 10 and product.id not in ids
+    assert [r["rank"] for r in answer["results"]] == list(range(1, 11))
+    scores = [r["score"] for r in answer["results"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_result_images_are_presigned_urls_that_serve_the_uploaded_bytes(world, demo_products):
+    product = demo_products[5]
+    status, _, answer = call(world.query, api_event("GET", f"/products/{product.id}"))
+    assert status == 200
+    url = answer["image"]
+    parts = urlsplit(url)
+    assert parts.scheme == "https" and world.bucket in parts.netloc + parts.path
+    assert parts.path.endswith(f"images/{Path(product.image).name}")
+    query = parse_qs(parts.query)
+    assert query["X-Amz-Expires"] == ["120"]  # CLIPSEARCH_IMAGE_URL_TTL
+    assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
+    fetched = requests.get(url, timeout=10)  # answered by moto's S3
+    assert fetched.status_code == 200
+    assert fetched.content == Path(product.image).read_bytes()
+
+
+def test_text_search_with_filters_returns_only_matching_products(world):
+    status, answer = search(world, {"text": "red poster", "k": 10,
+                                    "filters": {"color": "red"}})
+    assert status == 200 and answer["results"]
+    assert all(r["attributes"]["color"] == "red" for r in answer["results"])
+    status, _, by_get = call(world.query, api_event("GET", "/search",
+                                                    {"q": "red poster", "k": "10"}))
+    assert status == 200 and len(by_get["results"]) == 10
+
+
+def test_removing_an_image_removes_its_product_until_it_comes_back(world, demo_products):
+    product = demo_products[9]
+    key = f"images/{Path(product.image).name}"
+    world.delete(key)  # moto's S3 sends ObjectRemoved:Delete
+    report = drain(world, world.ingest)
+    assert report.processed == 1 and not report.failed
+    status, _, answer = call(world.query, api_event("GET", f"/products/{product.id}"))
+    assert status == 404 and answer["error"] == "not_found"
+    world.put(key, Path(product.image).read_bytes())
+    assert not drain(world, world.ingest).failed
+    status, _, answer = call(world.query, api_event("GET", f"/products/{product.id}"))
+    assert status == 200
+    status, found = search(world, {"image": image_b64(product), "k": 1})
+    assert found["results"][0]["id"] == product.id
+
+
+def test_a_second_catalog_updates_metadata_without_reencoding_and_its_deletion_undoes_it(
+        world, demo_products, sagemaker_endpoint):
+    first, second = demo_products[0], demo_products[1]
+    extra = {"id": "extra-1", "title": "Extra poster", "image": Path(first.image).name,
+             "attributes": {"color": "teal", "category": "poster", "price": 3.0}}
+    renamed = {"id": second.id, "title": "Renamed tile", "image": Path(second.image).name,
+               "attributes": dict(second.attributes)}
+    before = len(sagemaker_endpoint.requests)
+    world.put("catalog/extra.jsonl", jsonl([extra, renamed]))
+    assert not drain(world, world.ingest).failed
+    # One image to encode (extra-1); the renamed product kept its vector.
+    assert len(sagemaker_endpoint.requests) - before == 1
+    status, _, product = call(world.query, api_event("GET", f"/products/{second.id}"))
+    assert product["title"] == "Renamed tile"
+    status, answer = search(world, {"image": image_b64(first), "k": 2})
+    assert {r["id"] for r in answer["results"]} == {first.id, "extra-1"}
+
+    world.delete("catalog/extra.jsonl")
+    assert not drain(world, world.ingest).failed
+    for pid in ("extra-1", second.id):
+        status, _, _ = call(world.query, api_event("GET", f"/products/{pid}"))
+        assert status == 404  # extra.jsonl defined both last; both went with it
+    # Re-uploading the demo catalog brings the product back (vector reused or re-encoded).
+    world.put("catalog/demo.jsonl", world.s3.get_object(
+        Bucket=world.bucket, Key="catalog/demo.jsonl")["Body"].read())
+    assert not drain(world, world.ingest).failed
+    status, _, product = call(world.query, api_event("GET", f"/products/{second.id}"))
+    assert status == 200 and product["title"] == second.title

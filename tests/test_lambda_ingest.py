@@ -1,0 +1,316 @@
+"""The ingest Lambda under faults: corrupt images, rejected documents, poison messages,
+redelivery, throttling (endpoint and OpenSearch), time running out, bad catalog lines.
+
+Each test gets its own bucket, queue (with the stack's redrive policy to a DLQ)
+and index alias; S3 notifications come from moto's S3. See tests/lambda_support.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from clipsearch.aws.events import parse_sqs_event, parse_sqs_record
+from clipsearch.aws.s3 import resolve_image_key
+from tests.lambda_support import (
+    FaultProxy,
+    LambdaContext,
+    aws_mock,  # noqa: F401  (fixture)
+    drain,
+    endpoint_model_id,  # noqa: F401  (fixture)
+    index_state,
+    iter_failures,
+    jsonl,
+    load_handler,
+    make_world,
+    png,
+    sqs_event,
+)
+
+COLORS = [(220, 30, 30), (30, 200, 30), (30, 30, 220), (220, 220, 30), (30, 220, 220),
+          (220, 30, 220), (120, 60, 20), (250, 150, 0), (90, 90, 90), (250, 250, 250),
+          (10, 10, 10), (150, 0, 90)]
+
+
+@pytest.fixture
+def endpoint(sagemaker_endpoint):
+    sagemaker_endpoint.clear_faults()
+    sagemaker_endpoint.requests.clear()
+    yield sagemaker_endpoint
+    sagemaker_endpoint.clear_faults()
+
+
+@pytest.fixture
+def new_world(aws_mock, opensearch_url, endpoint, endpoint_model_id, monkeypatch):  # noqa: F811
+    """A factory: a fresh world with its env applied and a cold ingest handler."""
+
+    def make(**kwargs):
+        world = make_world(opensearch_url, endpoint, endpoint_model_id, **kwargs)
+        for name, value in world.env.items():
+            monkeypatch.setenv(name, value)
+        world.ingest = load_handler("ingest")
+        drain(world, world.ingest)  # the s3:TestEvent from configuring notifications
+        return world
+
+    return make
+
+
+def products(n: int, prefix: str = "p", **attributes) -> list[dict]:
+    return [{"id": f"{prefix}{i}", "title": f"Product {prefix}{i}", "image": f"{prefix}{i}.png",
+             "attributes": {"price": float(i + 1), "color": f"c{i % 3}", **attributes}}
+            for i in range(n)]
+
+
+def receive_all(world, expected: int) -> list[dict]:
+    messages: list[dict] = []
+    for _ in range(10):
+        messages += world.receive(10)
+        if len(messages) >= expected:
+            break
+    assert len(messages) == expected, [m["Body"][:80] for m in messages]
+    return messages
+
+
+def body_key(message: dict) -> str:
+    return json.loads(message["Body"])["Records"][0]["s3"]["object"]["key"]
+
+
+def test_one_corrupt_image_in_a_batch_of_ten(new_world, endpoint):
+    world = new_world(max_receive_count=3)
+    world.put("catalog/shop.jsonl", jsonl(products(10)))
+    assert not drain(world, world.ingest).failed  # no image yet: nothing to encode
+    for i in range(10):
+        data = b"these bytes are not an image" if i == 6 else png(COLORS[i], seed=i)
+        world.put(f"images/p{i}.png", data)
+    batch = receive_all(world, 10)
+    response = world.ingest.handler(sqs_event(world, batch), LambdaContext())
+    corrupt = next(m["MessageId"] for m in batch if body_key(m) == "images%2Fp6.png")
+    assert list(iter_failures(response)) == [corrupt]
+    world.refresh()
+    state = index_state(world.opensearch, world.alias)
+    assert sorted(state) == sorted(f"p{i}" for i in range(10) if i != 6)
+    # Redelivered until the redrive policy moves it to the DLQ; reported every time.
+    for message in batch:
+        if message["MessageId"] == corrupt:
+            world.sqs.change_message_visibility(QueueUrl=world.queue_url,
+                                                ReceiptHandle=message["ReceiptHandle"],
+                                                VisibilityTimeout=0)
+        else:
+            world.sqs.delete_message(QueueUrl=world.queue_url,
+                                     ReceiptHandle=message["ReceiptHandle"])
+    report = drain(world, world.ingest)
+    assert report.failed == [corrupt] * (world.max_receive_count - 1)
+    (dead,) = world.dead_letters()
+    assert dead["MessageId"] == corrupt
+
+
+def test_the_same_batches_delivered_twice_or_reordered_give_the_same_index(new_world):
+    world = new_world()
+    world.put("catalog/shop.jsonl", jsonl(products(6)))
+    for i in range(6):
+        world.put(f"images/p{i}.png", png(COLORS[i], seed=i))
+    world.put("catalog/more.jsonl", jsonl(products(3, prefix="m")))
+    for i in range(3):
+        world.put(f"images/m{i}.png", png(COLORS[6 + i], seed=10 + i))
+    world.delete("images/p5.png")
+    messages = receive_all(world, 12)
+    batches = [messages[:5], messages[5:]]
+    for batch in batches:
+        assert not list(iter_failures(world.ingest.handler(sqs_event(world, batch),
+                                                           LambdaContext())))
+    first = index_state(world.opensearch, world.alias)
+    assert sorted(first) == sorted([*(f"p{i}" for i in range(5)), "m0", "m1", "m2"])
+    for batch in reversed(batches):  # redelivered, in the other order
+        assert not list(iter_failures(world.ingest.handler(sqs_event(world, batch),
+                                                           LambdaContext())))
+    duplicated = sqs_event(world, messages[:3] + messages[:3])  # the same message twice
+    assert not list(iter_failures(world.ingest.handler(duplicated, LambdaContext())))
+    assert index_state(world.opensearch, world.alias) == first
+
+
+def test_a_document_opensearch_rejects_fails_only_its_message(new_world):
+    world = new_world(max_receive_count=2)
+    world.put("catalog/a.jsonl", jsonl(products(3)))
+    for i in range(3):
+        world.put(f"images/p{i}.png", png(COLORS[i], seed=i))
+    assert not drain(world, world.ingest).failed  # attributes.price is now a double
+    odd = {"id": "odd", "title": "Priced in words", "image": "odd.png",
+           "attributes": {"price": "cheap"}}
+    world.put("catalog/b.jsonl", jsonl([odd, *products(2, prefix="q")]))
+    assert not drain(world, world.ingest).failed
+    world.put("images/odd.png", png(COLORS[5], seed=5))
+    world.put("images/q0.png", png(COLORS[6], seed=6))
+    world.put("images/q1.png", png(COLORS[7], seed=7))
+    batch = receive_all(world, 3)
+    response = world.ingest.handler(sqs_event(world, batch), LambdaContext())
+    odd_message = next(m["MessageId"] for m in batch if body_key(m) == "images%2Fodd.png")
+    assert list(iter_failures(response)) == [odd_message]
+    world.refresh()
+    assert sorted(index_state(world.opensearch, world.alias)) == ["p0", "p1", "p2", "q0", "q1"]
+
+
+def test_poison_messages_are_reported_on_every_delivery_and_end_in_the_dlq(new_world):
+    world = new_world(max_receive_count=3)
+    other_bucket = {"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+                                 "s3": {"bucket": {"name": "someone-else"},
+                                        "object": {"key": "images/x.png"}}}]}
+    no_key = {"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+                           "s3": {"bucket": {"name": world.bucket}, "object": {}}}]}
+    poison = ["this is not JSON", json.dumps({"hello": "world"}), json.dumps(other_bucket),
+              json.dumps(no_key), json.dumps([1, 2, 3])]
+    for body in poison:
+        world.sqs.send_message(QueueUrl=world.queue_url, MessageBody=body)
+    world.sqs.send_message(QueueUrl=world.queue_url, MessageBody=json.dumps(
+        {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": world.bucket}))
+    report = drain(world, world.ingest)
+    assert report.processed == 1  # the TestEvent, acknowledged
+    assert len(report.failed) == len(poison) * (world.max_receive_count)
+    assert sorted(m["Body"] for m in world.dead_letters()) == sorted(poison)
+
+
+def test_a_malformed_sqs_event_fails_the_whole_invocation(new_world):
+    world = new_world()
+    with pytest.raises(RuntimeError, match="messageId"):
+        world.ingest.handler({"Records": [{"body": "{}"}]}, LambdaContext())
+
+
+def test_endpoint_throttling_fails_the_batch_and_redelivery_recovers(new_world, endpoint):
+    world = new_world()
+    world.put("catalog/shop.jsonl", jsonl(products(3)))
+    assert not drain(world, world.ingest).failed
+    endpoint.inject("throttle", times=None)
+    for i in range(3):
+        world.put(f"images/p{i}.png", png(COLORS[i], seed=i))
+    batch = receive_all(world, 3)
+    response = world.ingest.handler(sqs_event(world, batch), LambdaContext())
+    assert sorted(iter_failures(response)) == sorted(m["MessageId"] for m in batch)
+    assert sum(r.path.startswith("/endpoints/") for r in endpoint.requests) == 3  # retried
+    endpoint.clear_faults()
+    response = world.ingest.handler(sqs_event(world, batch), LambdaContext())
+    assert not list(iter_failures(response))
+    world.refresh()
+    assert sorted(index_state(world.opensearch, world.alias)) == ["p0", "p1", "p2"]
+
+
+def test_opensearch_throttling_on_bulk_writes_is_retried(new_world, opensearch_url,
+                                                         monkeypatch):
+    with FaultProxy(opensearch_url) as proxy:
+        monkeypatch.setenv("CLIPSEARCH_OPENSEARCH_URL", proxy.url)
+        world = new_world()
+        monkeypatch.setenv("CLIPSEARCH_OPENSEARCH_URL", proxy.url)
+        world.ingest = load_handler("ingest")
+        for i in range(4):
+            world.put(f"images/p{i}.png", png(COLORS[i], seed=i))
+        assert not drain(world, world.ingest).failed
+        proxy.faults["_bulk"] = [429, 429]
+        world.put("catalog/shop.jsonl", jsonl(products(4)))
+        report = drain(world, world.ingest)
+        assert not report.failed and report.invocations == 1
+        assert proxy.hits["_bulk"] >= 3  # two throttled, then through
+    assert sorted(index_state(world.opensearch, world.alias)) == ["p0", "p1", "p2", "p3"]
+
+
+def test_a_catalog_too_big_for_one_invocation_finishes_over_redeliveries(new_world, endpoint,
+                                                                         monkeypatch):
+    monkeypatch.setenv("CLIPSEARCH_INGEST_ENCODE_BATCH", "2")
+    world = new_world()
+    for i in range(6):
+        world.put(f"images/p{i}.png", png(COLORS[i], seed=i))
+    assert not drain(world, world.ingest).failed
+    world.put("catalog/shop.jsonl", jsonl(products(6)))
+    (message,) = receive_all(world, 1)
+    ticks = iter([100_000, 100_000, 1_000])  # then the clock says: 1 s left
+
+    def remaining() -> int:
+        return next(ticks, 1_000)
+
+    endpoint.requests.clear()
+    response = world.ingest.handler(sqs_event(world, [message]),
+                                    LambdaContext(remaining=remaining))
+    assert list(iter_failures(response)) == [message["MessageId"]]
+    world.refresh()
+    done = index_state(world.opensearch, world.alias)
+    assert len(done) == 4  # two chunks of two, then out of time
+    first_calls = sum(r.path.startswith("/endpoints/") for r in endpoint.requests)
+    response = world.ingest.handler(sqs_event(world, [message]), LambdaContext())
+    assert not list(iter_failures(response))
+    world.refresh()
+    assert len(index_state(world.opensearch, world.alias)) == 6
+    # The redelivery encoded only what was left.
+    assert sum(r.path.startswith("/endpoints/") for r in endpoint.requests) - first_calls == 1
+
+
+def test_bad_catalog_lines_are_skipped_and_reported_the_rest_is_indexed(new_world, capsys):
+    world = new_world()
+    good = products(2)
+    good.append({"id": "spaced", "title": "Odd file name", "image": "red shoe+1.png"})
+    lines = [json.dumps(r).encode() for r in good]
+    lines += [b'{"id": "broken", "title": ', json.dumps({"id": "bad id!", "title": "x"}).encode(),
+              json.dumps({"id": "web", "title": "Hosted", "image": "https://cdn.x/y.png"}).encode(),
+              b'{"id": "latin1", "title": "caf\xe9"}']
+    world.put("catalog/shop.jsonl", b"\n".join(lines) + b"\n")
+    for i in range(2):
+        world.put(f"images/p{i}.png", png(COLORS[i], seed=i))
+    world.put("images/red shoe+1.png", png(COLORS[3], seed=3))
+    capsys.readouterr()
+    report = drain(world, world.ingest)
+    assert not report.failed
+    assert sorted(index_state(world.opensearch, world.alias)) == ["p0", "p1", "spaced"]
+    metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+               if line.startswith('{"_aws"')]
+    assert sum(m.get("CatalogRecordErrors", [0])[0] for m in metrics) == 4
+    assert sum(m.get("ProductsIndexed", [0])[0] for m in metrics) == 3
+
+
+# --------------------------------------------------------------------------- units
+
+
+def _sqs(body: str) -> dict:
+    return {"messageId": "m-1", "body": body, "attributes": {"ApproximateReceiveCount": "2"}}
+
+
+def test_event_parsing_handles_every_shape_s3_and_sqs_send():
+    s3_event = {"Records": [{"eventSource": "aws:s3",
+                             "eventName": "ObjectRemoved:DeleteMarkerCreated",
+                             "s3": {"bucket": {"name": "b"},
+                                    "object": {"key": "images/red+shoe%2B1.png",
+                                               "versionId": "v1", "sequencer": "0A"}}}]}
+    message = parse_sqs_record(_sqs(json.dumps(s3_event)))
+    (obj,) = message.objects
+    assert (obj.key, obj.removed, obj.version_id, message.receive_count) == \
+        ("images/red shoe+1.png", True, "v1", 2)
+    sns = {"Type": "Notification", "Message": json.dumps(s3_event)}
+    assert parse_sqs_record(_sqs(json.dumps(sns))).objects == message.objects
+    bridge = {"source": "aws.s3", "detail-type": "Object Created",
+              "detail": {"bucket": {"name": "b"}, "object": {"key": "images/a b.png"}}}
+    (obj,) = parse_sqs_record(_sqs(json.dumps(bridge))).objects
+    assert obj.key == "images/a b.png" and not obj.removed
+    assert parse_sqs_record(_sqs(json.dumps({"Event": "s3:TestEvent"}))).test_event
+    for body, words in (("", "empty"), ("{", "not JSON"), ("[]", "list"),
+                        (json.dumps({"Records": []}), "not an S3 event"),
+                        (json.dumps({"Records": [{"eventSource": "aws:sns"}]}), "aws:s3")):
+        problem = parse_sqs_record(_sqs(body)).problem
+        assert problem is not None and words in problem, (body, problem)
+    assert parse_sqs_event({"nope": 1}) == ([], ["the event has no Records list; is this an "
+                                                 "SQS event?"])
+
+
+@pytest.mark.parametrize(("ref", "key"), [
+    ("s3://shop/images/a.jpg", "images/a.jpg"),
+    ("images/a.jpg", "images/a.jpg"),
+    ("a.jpg", "images/a.jpg"),
+    ("sub/a.jpg", "images/sub/a.jpg"),
+    ("../images/a.jpg", "images/a.jpg"),
+    ("/images/a.jpg", "images/a.jpg"),
+    ("s3://other/images/a.jpg", None),
+    ("https://cdn.example/a.jpg", None),
+    ("../models/model.tar.gz", None),
+    ("images/../catalog/x.jsonl", None),
+    (None, None),
+])
+def test_catalog_image_references_resolve_to_keys_under_images(ref, key):
+    resolved = resolve_image_key(ref, bucket="shop", images_prefix="images/",
+                                 catalog_key="catalog/shop.jsonl")
+    assert resolved.key == key
+    assert (resolved.problem is None) == (key is not None)
