@@ -142,7 +142,7 @@ def test_service_offset_min_score_and_more_like_this(loaded, encoder):
     service = SearchService(encoder, index)
     full = service.search(SearchRequest(product_id="p9", k=20))["results"]
     assert "p9" not in [r["id"] for r in full]
-    ids, scores = expected_ids(vectors, vectors[9], 21)
+    ids, _ = expected_ids(vectors, vectors[9], 21)
     assert [r["id"] for r in full] == [i for i in ids if i != "p9"][:20]
     page = service.search(SearchRequest(product_id="p9", k=5, offset=5))["results"]
     assert [r["id"] for r in page] == [r["id"] for r in full[5:10]]
