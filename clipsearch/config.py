@@ -34,8 +34,9 @@ MAX_ATTRIBUTES = 64
 
 # LocalIndex: below this many vectors exact search is used. It is exact by
 # construction and, measured on this project's 2-core box (docs/benchmarks.md),
-# costs ~0.1 ms per 10k 512-d vectors: ~25 ms at 250k, about what encoding the
-# text query itself costs on CPU. Beyond that, HNSW's sub-linear cost pays off.
+# costs about 1 ms per 10k 512-d vectors: ~25 ms at 250k, about what encoding
+# the text query itself costs on CPU. Beyond that, HNSW's sub-linear cost pays
+# off, at the recall the ef_search below buys.
 DEFAULT_ANN_THRESHOLD = 250_000
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
