@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent setup for a fresh machine: a virtualenv with clipsearch and every
 # optional group the tests use. Safe to re-run; it only installs what changed.
-#   scripts/setup.sh          -> local + aws + dev groups (demo and tests)
-#   scripts/setup.sh demo     -> local group only (enough for the demo)
+#   scripts/setup.sh          -> every group: local, aws, server, cdk, dev (demo and tests)
+#   scripts/setup.sh demo     -> local + server groups (the demo and `clipsearch serve`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +17,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 case "$profile" in
-  demo) extras="local" ;;
+  demo) extras="local,server" ;;
   *)    extras="local,aws,server,cdk,dev" ;;
 esac
 
