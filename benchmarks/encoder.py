@@ -46,8 +46,11 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--model-dir", type=Path, help="reuse a saved model directory")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model_dir or build_random_clip(Path(tmp) / "vit-b-32", "vit-b-32")
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
