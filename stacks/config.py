@@ -26,29 +26,30 @@ from typing import Any
 
 from clipsearch import config as core_config
 
+# Environment variables the stack sets on the Lambdas: the names are defined
+# once, beside the code that reads them (clipsearch.aws.settings).
+from clipsearch.aws import settings as lambda_settings
+from clipsearch.aws.settings import (
+    ENV_BUCKET,
+    ENV_CATALOG_PREFIX,
+    ENV_CORS_ORIGINS,
+    ENV_ENDPOINT,
+    ENV_IMAGE_URL_TTL,
+    ENV_IMAGES_PREFIX,
+    ENV_INDEX_ALIAS,
+    ENV_MODEL,
+    ENV_OPENSEARCH_URL,
+)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 PROFILES = ("dev", "prod")
 
 # The S3 layout shared with the Lambdas and the bootstrap script.
-IMAGES_PREFIX = "images/"
-CATALOG_PREFIX = "catalog/"
+IMAGES_PREFIX = lambda_settings.DEFAULT_IMAGES_PREFIX
+CATALOG_PREFIX = lambda_settings.DEFAULT_CATALOG_PREFIX
 MODELS_PREFIX = "models/"
 TRANSFORM_PREFIX = "transform/"
-
-# Environment variables the stack sets on both Lambdas. The handlers read
-# exactly these names; keep them in sync with lambda/*/handler.py.
-ENV_BUCKET = "CLIPSEARCH_BUCKET"
-ENV_ENDPOINT = "CLIPSEARCH_SAGEMAKER_ENDPOINT"
-ENV_OPENSEARCH_URL = "CLIPSEARCH_OPENSEARCH_URL"
-ENV_INDEX_ALIAS = "CLIPSEARCH_INDEX_ALIAS"
-ENV_MODEL = "CLIPSEARCH_MODEL"
-ENV_IMAGE_URL_TTL = "CLIPSEARCH_IMAGE_URL_TTL"
-ENV_IMAGES_PREFIX = "CLIPSEARCH_IMAGES_PREFIX"
-ENV_CATALOG_PREFIX = "CLIPSEARCH_CATALOG_PREFIX"
-# Query Lambda only: comma-separated origins it must echo in CORS headers
-# (proxy integrations return their own headers; the gateway cannot add them).
-ENV_CORS_ORIGINS = "CLIPSEARCH_CORS_ALLOW_ORIGINS"
 
 # SageMaker serverless inference accepts 1024-6144 MB in 1 GB steps and a max
 # concurrency of 1-200 per endpoint (service quotas can lower the latter).
@@ -453,6 +454,15 @@ def field_names() -> list[str]:
 
 __all__ = [
     "CATALOG_PREFIX",
+    "ENV_BUCKET",
+    "ENV_CATALOG_PREFIX",
+    "ENV_CORS_ORIGINS",
+    "ENV_ENDPOINT",
+    "ENV_IMAGES_PREFIX",
+    "ENV_IMAGE_URL_TTL",
+    "ENV_INDEX_ALIAS",
+    "ENV_MODEL",
+    "ENV_OPENSEARCH_URL",
     "IMAGES_PREFIX",
     "MODELS_PREFIX",
     "TRANSFORM_PREFIX",

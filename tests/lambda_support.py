@@ -22,13 +22,9 @@ import base64
 import importlib.util
 import itertools
 import json
-import threading
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -303,88 +299,6 @@ def index_state(client: Any, alias: str) -> dict[str, dict[str, Any]]:
         source["vector"] = [round(v, 5) for v in source.get("vector", [])]
         out[hit["_id"]] = source
     return out
-
-
-# --------------------------------------------------------------------------- fault proxy
-
-
-class FaultProxy:
-    """Forwards HTTP to OpenSearch, answering chosen requests with an injected status.
-
-    `faults` maps a path fragment (e.g. "_search", "_bulk") to a list of statuses
-    to answer, one per matching request, before forwarding again.
-    """
-
-    def __init__(self, upstream: str) -> None:
-        proxy = self
-        self.upstream = upstream.rstrip("/")
-        self.faults: dict[str, list[int]] = {}
-        self.hits: dict[str, int] = {}
-        self.lock = threading.Lock()
-
-        class Handler(BaseHTTPRequestHandler):
-            def _forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                with proxy.lock:
-                    for fragment, statuses in proxy.faults.items():
-                        if fragment in self.path:
-                            proxy.hits[fragment] = proxy.hits.get(fragment, 0) + 1
-                            if statuses:
-                                status = statuses.pop(0)
-                                break
-                    else:
-                        status = 0
-                if status:
-                    payload = json.dumps({"error": {"type": "es_rejected_execution_exception",
-                                                    "reason": "injected"},
-                                          "status": status}).encode()
-                    self._reply(status, payload, "application/json")
-                    return
-                request = urllib.request.Request(proxy.upstream + self.path, data=body,
-                                                 method=self.command)
-                for key in ("Content-Type", "Content-Encoding", "Accept-Encoding"):
-                    if self.headers.get(key):
-                        request.add_header(key, self.headers[key])
-                try:
-                    with urllib.request.urlopen(request, timeout=30) as response:
-                        self._reply(response.status, response.read(),
-                                    response.headers.get("Content-Type"),
-                                    response.headers.get("Content-Encoding"))
-                except urllib.error.HTTPError as exc:
-                    self._reply(exc.code, exc.read(), exc.headers.get("Content-Type"),
-                                exc.headers.get("Content-Encoding"))
-
-            def _reply(self, status: int, data: bytes, ctype: str | None,
-                       encoding: str | None = None) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", ctype or "application/json")
-                if encoding:
-                    self.send_header("Content-Encoding", encoding)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _forward
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> FaultProxy:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def png(color: tuple[int, int, int], size: tuple[int, int] = (40, 32), seed: int = 0) -> bytes:

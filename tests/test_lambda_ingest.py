@@ -13,8 +13,8 @@ import pytest
 
 from clipsearch.aws.events import parse_sqs_event, parse_sqs_record
 from clipsearch.aws.s3 import resolve_image_key
+from tests.fault_proxy import FaultProxy
 from tests.lambda_support import (
-    FaultProxy,
     LambdaContext,
     aws_mock,  # noqa: F401  (fixture)
     drain,

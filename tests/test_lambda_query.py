@@ -20,9 +20,9 @@ import pytest
 
 from clipsearch import config
 from tests import api_cases
+from tests.fault_proxy import FaultProxy
 from tests.lambda_support import (
     ROOT,
-    FaultProxy,
     LambdaContext,
     api_event,
     aws_mock,  # noqa: F401  (fixture)
@@ -345,18 +345,6 @@ def test_handlers_import_and_answer_without_torch_transformers_or_pil(tmp_path):
     assert answer["loaded"] == []
     # No configuration in that process: a clear 500, not an ImportError.
     assert answer["status"] == 500 and answer["body"]["error"] == "configuration_error"
-
-
-def test_environment_variable_names_match_the_stack():
-    from clipsearch.aws import settings
-    from stacks import config as stack_config
-
-    for name in ("ENV_BUCKET", "ENV_ENDPOINT", "ENV_OPENSEARCH_URL", "ENV_INDEX_ALIAS",
-                 "ENV_MODEL", "ENV_IMAGE_URL_TTL", "ENV_IMAGES_PREFIX", "ENV_CATALOG_PREFIX",
-                 "ENV_CORS_ORIGINS"):
-        assert getattr(settings, name) == getattr(stack_config, name), name
-    assert settings.DEFAULT_IMAGES_PREFIX == stack_config.IMAGES_PREFIX
-    assert settings.DEFAULT_CATALOG_PREFIX == stack_config.CATALOG_PREFIX
 
 
 def test_settings_reject_impossible_values():

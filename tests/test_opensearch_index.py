@@ -1,11 +1,7 @@
 """OpenSearchIndex against a real node: recall, partial failures, retries, reindexing, CLI."""
 
 import json
-import threading
-import urllib.request
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -15,6 +11,7 @@ from clipsearch.cli import main
 from clipsearch.errors import ServiceUnavailableError
 from clipsearch.index import IndexRecord
 from clipsearch.index.opensearch import OpenSearchIndex, make_client
+from tests.fault_proxy import FaultProxy
 
 
 def unit(rng, n, dim):
@@ -91,73 +88,17 @@ def test_rebuild_swaps_the_alias_atomically(opensearch_client):
     assert not opensearch_client.indices.exists(index=first)
 
 
-class FlakyProxy(BaseHTTPRequestHandler):
-    """Forwards to the node, but answers the first N _bulk requests with a fault."""
-
-    upstream = ""
-    faults: ClassVar[list[int]] = []
-    bulk_calls = 0
-
-    def _forward(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else None
-        if "_bulk" in self.path:
-            FlakyProxy.bulk_calls += 1
-            if FlakyProxy.faults:
-                status = FlakyProxy.faults.pop(0)
-                payload = json.dumps({"error": {"type": "es_rejected_execution_exception",
-                                                "reason": "injected"}, "status": status})
-                self._reply(status, payload.encode(), "application/json")
-                return
-        request = urllib.request.Request(self.upstream + self.path, data=body,
-                                         method=self.command)
-        for key in ("Content-Type", "Content-Encoding", "Accept-Encoding"):
-            if self.headers.get(key):
-                request.add_header(key, self.headers[key])
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                self._reply(response.status, response.read(),
-                            response.headers.get("Content-Type"),
-                            response.headers.get("Content-Encoding"))
-        except urllib.error.HTTPError as exc:
-            self._reply(exc.code, exc.read(), exc.headers.get("Content-Type"),
-                        exc.headers.get("Content-Encoding"))
-
-    def _reply(self, status, data, ctype, encoding=None):
-        self.send_response(status)
-        self.send_header("Content-Type", ctype or "application/json")
-        if encoding:
-            self.send_header("Content-Encoding", encoding)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _forward
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def flaky_url(opensearch_url):
-    FlakyProxy.upstream = opensearch_url
-    FlakyProxy.bulk_calls = 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyProxy)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-
-
-def test_throttled_and_failing_bulks_are_retried(flaky_url, opensearch_client):
+def test_throttled_and_failing_bulks_are_retried(opensearch_url):
     rng = np.random.default_rng(4)
-    index = OpenSearchIndex(make_client(flaky_url), alias=f"t-{uuid.uuid4().hex[:8]}",
-                            initial_backoff=0.05, refresh_on_write=True)
-    index.ensure(16)
-    FlakyProxy.faults = [429, 429, 503]
-    result = index.upsert(records(unit(rng, 30, 16)))
-    assert result.indexed == 30 and not result.failures
-    assert FlakyProxy.bulk_calls == 4  # three faults, then success
-    assert index.count() == 30
+    with FaultProxy(opensearch_url) as proxy:
+        index = OpenSearchIndex(make_client(proxy.url), alias=f"t-{uuid.uuid4().hex[:8]}",
+                                initial_backoff=0.05, refresh_on_write=True)
+        index.ensure(16)
+        proxy.faults["_bulk"] = [429, 429, 503]
+        result = index.upsert(records(unit(rng, 30, 16)))
+        assert result.indexed == 30 and not result.failures
+        assert proxy.hits["_bulk"] == 4  # three faults, then success
+        assert index.count() == 30
 
 
 def test_unreachable_node_is_service_unavailable():
