@@ -250,12 +250,22 @@ class OpenSearchIndex:
                                initial_backoff=self.initial_backoff,
                                refresh_on_write=self.refresh_on_write, write_index=index)
 
+    def _unless_missing(self, call: Callable[[], T], default: T) -> T:
+        """Run a read against the target; an alias or index that does not exist yet
+        answers 404, which means "empty". Asking first would cost every query two
+        extra round trips (exists_alias + get_alias)."""
+        from opensearchpy.exceptions import NotFoundError
+
+        try:
+            return call()
+        except NotFoundError:
+            return default
+
     @_unavailable_on_transport_errors
     def _mapping(self) -> dict[str, Any] | None:
-        if self.write_index is None and self.current_index() is None:
-            return None
-        found = self.client.indices.get_mapping(index=self.target)
-        return next(iter(found.values()))["mappings"]
+        found = self._unless_missing(lambda: self.client.indices.get_mapping(index=self.target),
+                                     None)
+        return None if not found else next(iter(found.values()))["mappings"]
 
     @property
     def dimension(self) -> int | None:
@@ -355,9 +365,8 @@ class OpenSearchIndex:
 
     @_unavailable_on_transport_errors
     def count(self) -> int:
-        if self.write_index is None and self.current_index() is None:
-            return 0
-        return int(self.client.count(index=self.target)["count"])
+        return int(self._unless_missing(lambda: self.client.count(index=self.target),
+                                        {"count": 0})["count"])
 
     @_unavailable_on_transport_errors
     def fields(self) -> Mapping[str, FieldType]:
@@ -371,14 +380,10 @@ class OpenSearchIndex:
         return out
 
     def _get(self, product_id: str, **kwargs: Any) -> dict[str, Any] | None:
-        from opensearchpy.exceptions import NotFoundError
-
-        if self.write_index is None and self.current_index() is None:
-            return None
-        try:
-            return self.client.get(index=self.target, id=product_id, **kwargs)["_source"]
-        except NotFoundError:
-            return None
+        # A missing document and a missing index both answer 404.
+        found = self._unless_missing(
+            lambda: self.client.get(index=self.target, id=product_id, **kwargs), None)
+        return None if found is None else found["_source"]
 
     @_unavailable_on_transport_errors
     def get(self, product_id: str) -> Product | None:
@@ -393,7 +398,7 @@ class OpenSearchIndex:
     @_unavailable_on_transport_errors
     def knn(self, vector: np.ndarray, k: int, filters: Filters = (),
             exclude_ids: Sequence[str] = ()) -> list[Hit]:
-        if k < 1 or (self.write_index is None and self.current_index() is None):
+        if k < 1:
             return []
         query_vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         clauses = [filter_clause(cond) for cond in filters]
@@ -405,7 +410,8 @@ class OpenSearchIndex:
             knn["filter"] = {"bool": bool_query}
         body = {"size": k, "_source": {"excludes": ["vector"]},
                 "query": {"knn": {"vector": knn}}}
-        response = self.client.search(index=self.target, body=body)
+        response = self._unless_missing(
+            lambda: self.client.search(index=self.target, body=body), {"hits": {"hits": []}})
         hits = []
         for hit in response["hits"]["hits"]:
             cosine = max(-1.0, min(1.0, 2.0 * float(hit["_score"]) - 1.0))
