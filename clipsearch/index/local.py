@@ -480,31 +480,45 @@ class LocalIndex:
     def _condition_mask(self, cond: Condition, arrays: _Arrays) -> np.ndarray:
         column = self._column(cond.field, arrays)
         if cond.is_range:
-            numeric = np.array([v if isinstance(v, int | float) and not isinstance(v, bool)
-                                else np.nan for v in column], dtype=np.float64)
-            mask = ~np.isnan(numeric)
+            if column.dtype != np.float64:  # a range on a non-numeric field matches nothing
+                return np.zeros(len(column), dtype=bool)
+            mask = ~np.isnan(column)
             with np.errstate(invalid="ignore"):
                 if cond.gt is not None:
-                    mask &= numeric > cond.gt
+                    mask &= column > cond.gt
                 if cond.gte is not None:
-                    mask &= numeric >= cond.gte
+                    mask &= column >= cond.gte
                 if cond.lt is not None:
-                    mask &= numeric < cond.lt
+                    mask &= column < cond.lt
                 if cond.lte is not None:
-                    mask &= numeric <= cond.lte
+                    mask &= column <= cond.lte
             return mask
         mask = np.zeros(len(column), dtype=bool)
         for value in cond.values:
-            mask |= _equal(column, value)
+            mask |= column == _cell(value, column.dtype)
         return mask
 
     def _column(self, name: str, arrays: _Arrays) -> np.ndarray:
+        """One attribute as a typed array, built once per write and reused by every query.
+
+        A field has one type (upserts that contradict it are rejected), so a
+        number column is float64 with NaN for "absent" and a boolean column is
+        int8 with -1 for "absent": filters then run as vectorised comparisons
+        instead of a Python loop over the catalog on each query.
+        """
         column = self._columns.get(name)
-        if column is None or len(column) != arrays.n:
+        if column is not None and len(column) == arrays.n:
+            return column
+        values = [None if p is None else p.attributes.get(name) for p in arrays.products]
+        ftype = self._fields.get(name)
+        if ftype == "number":
+            column = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        elif ftype == "boolean":
+            column = np.array([-1 if v is None else int(v) for v in values], dtype=np.int8)
+        else:
             column = np.empty(arrays.n, dtype=object)
-            for pos, product in enumerate(arrays.products):
-                column[pos] = None if product is None else product.attributes.get(name)
-            self._columns[name] = column
+            column[:] = values
+        self._columns[name] = column
         return column
 
     def describe(self) -> dict[str, Any]:
@@ -529,13 +543,14 @@ class LocalIndex:
             self._local.conn = None
 
 
-def _equal(column: np.ndarray, value: Any) -> np.ndarray:
-    if isinstance(value, bool):
-        return np.array([v is value for v in column], dtype=bool)
-    if isinstance(value, float):
-        return np.array([isinstance(v, int | float) and not isinstance(v, bool) and v == value
-                         for v in column], dtype=bool)
-    return column == value
+def _cell(value: Any, dtype: np.dtype) -> Any:
+    """A filter value in its column's representation; a type mismatch matches nothing."""
+    if dtype == np.float64:
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        return float(value) if numeric else np.nan
+    if dtype == np.int8:
+        return int(value) if isinstance(value, bool) else -2
+    return value
 
 
 def _exact_search(matrix: np.ndarray, query: np.ndarray, k: int, mask: np.ndarray):
