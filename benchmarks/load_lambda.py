@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,23 +41,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.loadgen import free_port, percentile  # noqa: E402
+
 TEXTS = ["red circle", "blue striped rug", "yellow square tile", "green dotted cushion",
          "black triangle poster", "orange rug", "purple poster", "pink square"]
 MIX = [("text GET", 25), ("text POST", 15), ("image", 15), ("image_s3_key", 10),
        ("text+image", 10), ("similar", 15), ("product", 10)]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    rank = max(1, min(len(values), round(q / 100 * len(values) + 0.5)))
-    return values[rank - 1]
 
 
 class Endpoint:

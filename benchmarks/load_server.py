@@ -26,28 +26,26 @@ import json
 import os
 import platform
 import random
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.loadgen import free_port, percentile  # noqa: E402
+
 TEXTS = ["red circle", "blue striped rug", "yellow square tile", "green dotted cushion",
          "black triangle poster", "orange rug", "purple poster", "pink square",
          "a round red thing", "striped", "dotted cushion in blue", "wooden chair"]
 MIX = [("text", 40), ("image", 20), ("text+image", 10), ("similar", 20), ("product", 10)]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def prepare(workdir: Path, preset: str) -> tuple[Path, Path, list[dict]]:
     """Random-weight model, demo catalog and its index; reused when already built."""
-    sys.path.insert(0, str(ROOT))
     from clipsearch.catalog import read_catalog
     from clipsearch.demo import write_demo_catalog
     from clipsearch.random_clip import build_random_clip
@@ -77,12 +75,6 @@ def start_server(model_dir: Path, data_dir: Path, port: int, log_path: Path
     )
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list (q in 0..100)."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
-    return sorted_values[rank - 1]
 
 
 def make_requests(products: list[dict], seed: int):
