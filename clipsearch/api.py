@@ -194,9 +194,6 @@ def _get_product(service, params, query, body, headers, image_url) -> dict[str, 
 
 
 def _get_similar(service, params, query, body, headers, image_url) -> dict[str, Any]:
-    if "q" in query:  # the product is the query; a q here would be silently ignored
-        raise ValidationError("unknown query parameter 'q'; /products/{id}/similar takes "
-                              "k, offset, min_score, filters", field="q")
     request = parse_similar_query(params["id"], query)
     try:
         return service.search(request, image_url)

@@ -181,39 +181,52 @@ def parse_search_body(data: Mapping[str, Any]) -> SearchRequest:
     )
 
 
-def parse_search_query(params: Mapping[str, str | None]) -> SearchRequest:
-    """Validate GET /search?q=&k=&offset=&min_score=&filters=<json>."""
-    allowed = {"q", "k", "offset", "min_score", "filters"}
+_PAGING_PARAMS = frozenset({"k", "offset", "min_score", "filters"})
+
+
+def _check_query_params(params: Mapping[str, str | None], allowed: frozenset[str]) -> None:
+    """Reject parameters a route does not read, rather than silently ignore them."""
     unknown = set(params) - allowed
     if unknown:
         name = sorted(unknown)[0]
         raise ValidationError(f"unknown query parameter {name!r}; allowed: "
                               f"{', '.join(sorted(allowed))}", field=name)
+
+
+def _query_filters(raw: str | None) -> Filters:
+    if not raw:
+        return ()
+    try:
+        return parse_filters(json.loads(raw))
+    except json.JSONDecodeError:
+        raise ValidationError("filters must be a JSON object", field="filters") from None
+
+
+def parse_search_query(params: Mapping[str, str | None]) -> SearchRequest:
+    """Validate GET /search?q=&k=&offset=&min_score=&filters=<json>."""
+    _check_query_params(params, _PAGING_PARAMS | {"q"})
     text = parse_text(params.get("q"), field="q")
     if text is None:
         raise ValidationError("query parameter q is required", field="q")
-    raw_filters = params.get("filters")
-    filters: Filters = ()
-    if raw_filters:
-        try:
-            filters = parse_filters(json.loads(raw_filters))
-        except json.JSONDecodeError:
-            raise ValidationError("filters must be a JSON object", field="filters") from None
     return SearchRequest(
         text=text,
         k=parse_k(params.get("k")),
         offset=parse_offset(params.get("offset")),
         min_score=parse_min_score(params.get("min_score")),
-        filters=filters,
+        filters=_query_filters(params.get("filters")),
     )
 
 
 def parse_similar_query(product_id: str, params: Mapping[str, str | None]) -> SearchRequest:
-    """GET /products/{id}/similar?k=&offset=&min_score=&filters=."""
-    base = parse_search_query({"q": "x", **{k: v for k, v in params.items() if k != "q"}})
+    """GET /products/{id}/similar?k=&offset=&min_score=&filters=: the product is the query,
+    so a q here is an error, not something to drop."""
+    _check_query_params(params, _PAGING_PARAMS)
     return SearchRequest(
         product_id=validate_product_id(product_id, "id"),
-        k=base.k, offset=base.offset, min_score=base.min_score, filters=base.filters,
+        k=parse_k(params.get("k")),
+        offset=parse_offset(params.get("offset")),
+        min_score=parse_min_score(params.get("min_score")),
+        filters=_query_filters(params.get("filters")),
     )
 
 

@@ -96,6 +96,9 @@ def test_query_string_forms():
         parse_search_query({"q": "x", "filters": "{brand"})
     similar = parse_similar_query("B07X", {"k": "4"})
     assert (similar.product_id, similar.k, similar.text) == ("B07X", 4, None)
+    with pytest.raises(ValidationError, match="unknown query parameter 'q'") as info:
+        parse_similar_query("B07X", {"q": "boots"})
+    assert info.value.field == "q"
 
 
 def test_cli_filters_and_binding():
