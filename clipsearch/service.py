@@ -78,13 +78,13 @@ class SearchService:
         self._check_compatible()
 
     def _check_compatible(self) -> None:
-        built_with = getattr(self.index, "model", None)
+        built_with = self.index.model
         if built_with and built_with != self.encoder.model_id:
             raise ConfigurationError(
                 f"the index was built with model {built_with!r} but the encoder is "
                 f"{self.encoder.model_id!r}; pass --model {built_with} or re-ingest"
             )
-        dim = getattr(self.index, "dimension", None)
+        dim = self.index.dimension
         if dim and dim != self.encoder.dimension:
             raise ConfigurationError(
                 f"the index holds {dim}-d vectors but {self.encoder.model_id!r} makes "
@@ -186,10 +186,8 @@ class SearchService:
                     batch = []
             if batch:
                 self._ingest_batch(batch, pool, report, progress)
-        if hasattr(self.index, "set_model"):
-            self.index.set_model(self.encoder.model_id)
-        if hasattr(self.index, "flush"):
-            self.index.flush()
+        self.index.set_model(self.encoder.model_id)
+        self.index.flush()
         return report
 
     def _ingest_batch(self, batch: Sequence[Product], pool: ThreadPoolExecutor,

@@ -14,9 +14,6 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-ImageInput = "bytes | Image.Image"
-
-
 @runtime_checkable
 class Encoder(Protocol):
     """Maps texts and images to float32 L2-normalised vectors of `dimension`."""

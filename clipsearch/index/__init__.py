@@ -74,6 +74,19 @@ class VectorIndex(Protocol):
     def fields(self) -> Mapping[str, FieldType]:
         """Attribute fields that can be filtered on, with their types."""
 
+    @property
+    def dimension(self) -> int | None:
+        """Vector size the index holds; None while it is empty."""
+
+    @property
+    def model(self) -> str | None:
+        """The encoder that made the vectors, so a mismatched one can be refused."""
+
+    def set_model(self, model_id: str) -> None: ...
+
+    def flush(self) -> None:
+        """Make writes searchable and durable (refresh; build or save the ANN graph)."""
+
 
 def __getattr__(name: str):
     if name == "LocalIndex":
