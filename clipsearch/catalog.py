@@ -12,8 +12,8 @@ import csv
 import gzip
 import json
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,25 +24,59 @@ AttributeValue = str | int | float | bool
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]*$")
 _ATTR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # Names the product model owns; an attribute may not shadow them.
-RESERVED_FIELDS = frozenset({"id", "title", "image", "attributes", "vector", "embedding"})
+RESERVED_FIELDS = frozenset(
+    {"id", "title", "image", "images", "description", "attributes", "vector", "embedding"}
+)
+PRODUCT_FIELDS = frozenset({"id", "title", "image", "images", "description", "attributes"})
 
 
 @dataclass(frozen=True)
 class Product:
-    """One catalog entry. `image` is a local path, an s3:// URI, or None."""
+    """One catalog entry.
+
+    `images` are local paths or s3:// / http(s) URIs, the main image first;
+    `image` is always the main image (or None), so code that only knows one
+    image per product keeps working. Either may be given: `images` alone sets
+    `image`; `image` alone sets `images`; an `image` that differs from
+    `images[0]` replaces the main image, which keeps `dataclasses.replace(p,
+    image=...)` meaningful. To replace the whole list use `with_images`
+    (`replace(p, images=...)` would keep the old main image, since `image`
+    wins). Catalog lines are stricter: `product_from_dict` rejects an `image`
+    that contradicts `images`.
+    """
 
     id: str
     title: str
     image: str | None = None
     attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+    images: tuple[str, ...] = ()
+    description: str | None = None
+
+    def __post_init__(self) -> None:
+        images = tuple(self.images)
+        if self.image is not None and (not images or images[0] != self.image):
+            images = (self.image, *(i for i in images[1:] if i != self.image))
+        object.__setattr__(self, "images", images)
+        object.__setattr__(self, "image", images[0] if images else None)
+
+    def with_images(self, images: Sequence[str]) -> Product:
+        """A copy whose images (main first) are exactly `images`."""
+        return replace(self, image=None, images=tuple(images))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The catalog-line form. `images` and `description` appear only when they
+        carry something, so single-image records serialise exactly as before."""
+        record: dict[str, Any] = {
             "id": self.id,
             "title": self.title,
             "image": self.image,
             "attributes": dict(self.attributes),
         }
+        if len(self.images) > 1:
+            record["images"] = list(self.images)
+        if self.description is not None:
+            record["description"] = self.description
+        return record
 
 
 def validate_product_id(value: Any, field_name: str = "id") -> str:
@@ -97,7 +131,7 @@ def product_from_dict(raw: Any, base_dir: Path | None = None) -> Product:
     """Validate one catalog record; relative image paths resolve against base_dir."""
     if not isinstance(raw, Mapping):
         raise ValidationError("a product must be a JSON object")
-    unknown = set(raw) - {"id", "title", "image", "attributes"}
+    unknown = set(raw) - PRODUCT_FIELDS
     if unknown:
         raise ValidationError(f"unknown product field(s): {', '.join(sorted(unknown))}")
     product_id = validate_product_id(raw.get("id"))
@@ -108,17 +142,53 @@ def product_from_dict(raw: Any, base_dir: Path | None = None) -> Product:
         raise ValidationError(
             f"title is longer than {config.MAX_TITLE_CHARS} characters", field="title"
         )
-    image = raw.get("image")
-    if image is not None:
-        if not isinstance(image, str) or not image.strip():
-            raise ValidationError("image must be a non-empty string", field="image")
-        image = resolve_image_ref(image.strip(), base_dir)
     return Product(
         id=product_id,
         title=title.strip(),
-        image=image,
+        images=_validate_images(raw.get("image"), raw.get("images"), base_dir),
         attributes=_validate_attributes(raw.get("attributes")),
+        description=_validate_description(raw.get("description")),
     )
+
+
+def _validate_image_ref(value: Any, field_name: str, base_dir: Path | None) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError("image must be a non-empty string", field=field_name)
+    return resolve_image_ref(value.strip(), base_dir)
+
+
+def _validate_images(image: Any, images: Any, base_dir: Path | None) -> tuple[str, ...]:
+    """`image` (the main one), `images` (all, main first), or both if they agree."""
+    main = None if image is None else _validate_image_ref(image, "image", base_dir)
+    if images is None:
+        return (main,) if main is not None else ()
+    if not isinstance(images, list):
+        raise ValidationError("images must be a list of strings", field="images")
+    if len(images) > config.MAX_IMAGES:
+        raise ValidationError(f"at most {config.MAX_IMAGES} images are allowed", field="images")
+    refs = [_validate_image_ref(v, f"images[{i}]", base_dir) for i, v in enumerate(images)]
+    if len(set(refs)) != len(refs):
+        raise ValidationError("images lists the same image twice", field="images")
+    if main is not None and (not refs or refs[0] != main):
+        raise ValidationError(
+            "image and images disagree: image is the main image and must be images[0]",
+            field="images",
+        )
+    return tuple(refs)
+
+
+def _validate_description(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError("description must be a string", field="description")
+    value = value.strip()
+    if len(value) > config.MAX_DESCRIPTION_CHARS:
+        raise ValidationError(
+            f"description is longer than {config.MAX_DESCRIPTION_CHARS} characters",
+            field="description",
+        )
+    return value or None
 
 
 def resolve_image_ref(image: str, base_dir: Path | None) -> str:
@@ -235,26 +305,41 @@ def read_abo_images(path: Path) -> dict[str, str]:
 
 
 def abo_record_to_product(raw: Any, images: Mapping[str, str], images_root: Path) -> Product:
+    """One ABO listing: en_US title, main image then `other_image_id`s, description.
+
+    A missing main image is an error (the listing's search image would be
+    wrong); an `other_image_id` absent from images.csv.gz is skipped, since
+    the product is still searchable without it.
+    """
     if not isinstance(raw, dict):
         raise ValidationError("listing is not a JSON object")
     title = _abo_value(raw.get("item_name"))
     if title is None:
         raise ValidationError("no en_US item_name")
+    paths: list[str] = []
     image_id = raw.get("main_image_id")
-    image = None
     if isinstance(image_id, str):
         rel = images.get(image_id)
         if rel is None:
             raise ValidationError(f"main_image_id {image_id} is not in images.csv.gz")
-        image = str((images_root / rel).resolve())
+        paths.append(str((images_root / rel).resolve()))
+        others = raw.get("other_image_id")
+        for other in others if isinstance(others, list) else []:
+            rel = images.get(other) if isinstance(other, str) else None
+            path = str((images_root / rel).resolve()) if rel is not None else None
+            if path is not None and path not in paths and len(paths) < config.MAX_IMAGES:
+                paths.append(path)
+    description = _abo_value(raw.get("product_description"))
     attributes: dict[str, Any] = {
         "brand": _abo_value(raw.get("brand")),
         "product_type": _abo_value(raw.get("product_type"), language=None),
         "color": _abo_value(raw.get("color")),
     }
-    return product_from_dict(
-        {"id": raw.get("item_id"), "title": title, "image": image, "attributes": attributes}
-    )
+    record: dict[str, Any] = {"id": raw.get("item_id"), "title": title, "images": paths,
+                              "attributes": attributes}
+    if description is not None:
+        record["description"] = description[: config.MAX_DESCRIPTION_CHARS]
+    return product_from_dict(record)
 
 
 def read_abo(root: Path, *, require_image: bool = True) -> CatalogReadResult:
@@ -311,8 +396,16 @@ def write_jsonl(products: list[Product], path: Path, base_dir: Path | None = Non
     with path.open("w", encoding="utf-8") as handle:
         for product in products:
             record = product.to_dict()
-            image = record["image"]
-            if image and base_dir is not None and "://" not in image:
-                with contextlib.suppress(ValueError):
-                    record["image"] = str(Path(image).resolve().relative_to(base_dir.resolve()))
+            if base_dir is not None:
+                record["image"] = _relative_ref(record["image"], base_dir)
+                if "images" in record:
+                    record["images"] = [_relative_ref(i, base_dir) for i in record["images"]]
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _relative_ref(image: str | None, base_dir: Path) -> str | None:
+    """A local path relative to base_dir where it lies under it, so the folder can move."""
+    if image and "://" not in image:
+        with contextlib.suppress(ValueError):
+            return str(Path(image).resolve().relative_to(base_dir.resolve()))
+    return image

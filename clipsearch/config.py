@@ -31,6 +31,10 @@ MAX_FILTER_CLAUSES = 16
 MAX_ID_CHARS = 256
 MAX_TITLE_CHARS = 2000
 MAX_ATTRIBUTES = 64
+# A listing's photos (ABO listings have up to ~20) and its free-text
+# description; readers that meet longer descriptions (ABO) cut them here.
+MAX_IMAGES = 32
+MAX_DESCRIPTION_CHARS = 10_000
 
 # LocalIndex: below this many vectors exact search is used. It is exact by
 # construction and, measured on this project's 2-core box (docs/benchmarks.md),

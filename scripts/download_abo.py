@@ -4,8 +4,10 @@
 ABO (https://amazon-berkeley-objects.s3.amazonaws.com/index.html, CC BY 4.0)
 is the catalog the original AWS sample used. This fetches one listings file,
 keeps products with an English title and a main image, downloads their small
-(max 256 px) images in parallel, and writes `catalog.jsonl` plus `images/`.
-Re-running skips images already on disk, so an interrupted download resumes.
+(max 256 px) images in parallel (the main image and, unless --main-image-only,
+the listing's other photos, which `clipsearch eval --generate image2product`
+uses as queries), and writes `catalog.jsonl` plus `images/`. Re-running skips
+images already on disk, so an interrupted download resumes.
 
     python scripts/download_abo.py --output data/abo --limit 1600
     clipsearch ingest data/abo/catalog.jsonl
@@ -50,12 +52,15 @@ def fetch(url: str, attempts: int = 4, timeout: float = 30) -> bytes:
 
 
 def select_products(listings: bytes, images_csv: bytes, images_dir: Path,
-                    limit: int) -> tuple[list[Product], dict[str, str]]:
-    """Products with an en_US title and a main image, in file order, up to `limit`."""
+                    limit: int, main_image_only: bool = False) -> list[Product]:
+    """Products with an en_US title and a main image, in file order, up to `limit`.
+
+    Image paths point under `images_dir`, mirroring the bucket's images/small/
+    layout, so each one's download URL follows from its path.
+    """
     with gzip.open(io.BytesIO(images_csv), "rt", encoding="utf-8") as handle:
         images = {row["image_id"]: row["path"] for row in csv.DictReader(handle)}
     products: list[Product] = []
-    sources: dict[str, str] = {}
     seen: set[str] = set()
     with gzip.open(io.BytesIO(listings), "rt", encoding="utf-8") as handle:
         for line in handle:
@@ -69,10 +74,9 @@ def select_products(listings: bytes, images_csv: bytes, images_dir: Path,
             if product.image is None or product.id in seen:
                 continue
             seen.add(product.id)
-            rel = images[raw["main_image_id"]]
-            sources[product.id] = rel
-            products.append(product)
-    return products, sources
+            products.append(product.with_images(product.images[:1]) if main_image_only
+                            else product)
+    return products
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listings", default="listings_0.json.gz")
     parser.add_argument("--base-url", default=BASE_URL)
     parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--main-image-only", action="store_true",
+                        help="skip each listing's other photos (no image2product queries)")
     args = parser.parse_args(argv)
     from tqdm import tqdm
 
@@ -96,32 +102,39 @@ def main(argv: list[str] | None = None) -> int:
     except (urllib.error.URLError, OSError) as exc:
         print(f"error: cannot download ABO metadata: {exc}", file=sys.stderr)
         return 2
-    products, sources = select_products(listings, images_csv, images_dir, args.limit)
+    products = select_products(listings, images_csv, images_dir, args.limit,
+                               args.main_image_only)
+    root = images_dir.resolve()
 
-    def download(product: Product) -> str | None:
-        target = Path(product.image or "")
+    def download(image: str) -> str | None:
+        target = Path(image)
         if target.exists() and target.stat().st_size > 0:
             return None
         try:
-            data = fetch(f"{base}/images/small/{sources[product.id]}")
+            data = fetch(f"{base}/images/small/{target.relative_to(root).as_posix()}")
         except (urllib.error.URLError, OSError) as exc:
-            return f"{product.id}: {exc}"
+            return str(exc)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(target.suffix + ".part")
         tmp.write_bytes(data)
         tmp.replace(target)
         return None
 
-    failures = []
+    wanted = list(dict.fromkeys(image for p in products for image in p.images))
+    failed: dict[str, str] = {}
     with ThreadPoolExecutor(args.workers) as pool, tqdm(
-        total=len(products), desc="images", unit="img", file=sys.stderr
+        total=len(wanted), desc="images", unit="img", file=sys.stderr
     ) as bar:
-        for error in pool.map(download, products):
+        for image, error in zip(wanted, pool.map(download, wanted), strict=True):
             bar.update(1)
             if error:
-                failures.append(error)
-    failed_ids = {f.split(":", 1)[0] for f in failures}
-    kept = [p for p in products if p.id not in failed_ids]
+                failed[image] = error
+    # A product whose main image failed is dropped; a failed extra photo only
+    # leaves that photo out.
+    kept = [p.with_images([i for i in p.images if i not in failed])
+            for p in products if p.image not in failed]
+    failures = [f"{p.id} {Path(i).name}: {failed[i]}" for p in products for i in p.images
+                if i in failed]
     write_jsonl(kept, out / "catalog.jsonl", base_dir=out)
     print(f"wrote {len(kept)} products to {out / 'catalog.jsonl'}; {len(failures)} image "
           "downloads failed")

@@ -2,6 +2,7 @@ import csv
 import gzip
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,9 @@ def _gz_lines(path: Path, records: list) -> None:
 def make_abo(root: Path) -> None:
     _gz_lines(root / "listings/metadata/listings_0.json.gz", [
         {"item_id": "B000A", "main_image_id": "img1",
+         # img1 repeats the main image, "nope" is not in images.csv.gz: both skipped.
+         "other_image_id": ["img3", "img1", "nope", "img5"],
+         "product_description": [{"language_tag": "en_US", "value": " Full-grain leather. "}],
          "item_name": [{"language_tag": "de_DE", "value": "Stiefel"},
                        {"language_tag": "en_US", "value": "Leather boot"}],
          "brand": [{"language_tag": "en_US", "value": "Acme"}],
@@ -103,6 +107,8 @@ def make_abo(root: Path) -> None:
     writer.writerow(["image_id", "height", "width", "path"])
     writer.writerow(["img1", "256", "256", "ab/img1.jpg"])
     writer.writerow(["img2", "256", "256", "cd/img2.jpg"])
+    writer.writerow(["img3", "256", "256", "ef/img3.jpg"])
+    writer.writerow(["img5", "256", "256", "ef/img5.jpg"])
     csv_path = root / "images/metadata/images.csv.gz"
     csv_path.parent.mkdir(parents=True)
     with gzip.open(csv_path, "wt", encoding="utf-8") as handle:
@@ -115,7 +121,11 @@ def test_abo_reader_takes_en_us_titles_and_reports_the_rest(tmp_path):
     (product,) = result.products
     assert product.id == "B000A"
     assert product.title == "Leather boot"
-    assert product.image == str((tmp_path / "images/small/ab/img1.jpg").resolve())
+    small = (tmp_path / "images/small").resolve()
+    assert product.image == str(small / "ab/img1.jpg")
+    assert product.images == (str(small / "ab/img1.jpg"), str(small / "ef/img3.jpg"),
+                              str(small / "ef/img5.jpg"))
+    assert product.description == "Full-grain leather."
     assert product.attributes == {"brand": "Acme", "product_type": "SHOES", "color": "Black"}
     reasons = {e.product_id: e.message for e in result.errors}
     assert reasons["B000B"] == "no en_US item_name"
@@ -123,3 +133,67 @@ def test_abo_reader_takes_en_us_titles_and_reports_the_rest(tmp_path):
     assert any("malformed JSON" in e.message and e.line == 4 for e in result.errors)
     # read_catalog recognises the layout from the directory alone.
     assert [p.id for p in read_catalog(tmp_path).products] == ["B000A"]
+
+
+def test_images_list_main_first_and_image_must_agree(tmp_path):
+    p = product_from_dict({"id": "a", "title": "t", "images": ["m.jpg", "s3://b/o.jpg"]},
+                          tmp_path)
+    assert p.image == str((tmp_path / "m.jpg").resolve())
+    assert p.images == (p.image, "s3://b/o.jpg")
+    same = product_from_dict({"id": "a", "title": "t", "image": "m.jpg",
+                              "images": ["m.jpg", "s3://b/o.jpg"]}, tmp_path)
+    assert same == p
+    assert product_from_dict({"id": "a", "title": "t", "image": "m.jpg"}, tmp_path).images == (
+        p.image,)
+    assert product_from_dict({"id": "a", "title": "t"}).images == ()
+
+
+def test_bad_images_and_descriptions_are_reported_per_line(tmp_path):
+    catalog = write_lines(tmp_path / "c.jsonl", [
+        json.dumps({"id": "a1", "title": "t", "image": "x.jpg", "images": ["y.jpg", "x.jpg"]}),
+        json.dumps({"id": "a2", "title": "t", "images": "x.jpg"}),
+        json.dumps({"id": "a3", "title": "t", "images": ["x.jpg", ""]}),
+        json.dumps({"id": "a4", "title": "t", "images": ["x.jpg", "x.jpg"]}),
+        json.dumps({"id": "a5", "title": "t", "images": [f"{i}.jpg" for i in range(33)]}),
+        json.dumps({"id": "a6", "title": "t", "description": 5}),
+        json.dumps({"id": "a7", "title": "t", "description": "x" * 10_001}),
+        json.dumps({"id": "ok", "title": "t", "images": [], "description": "  "}),
+    ])
+    result = read_jsonl(catalog)
+    assert [(p.id, p.images, p.description) for p in result.products] == [("ok", (), None)]
+    messages = {e.product_id: (e.line, e.message) for e in result.errors}
+    assert messages == {
+        "a1": (1, "image and images disagree: image is the main image and must be images[0]"
+                  " [images]"),
+        "a2": (2, "images must be a list of strings [images]"),
+        "a3": (3, "image must be a non-empty string [images[1]]"),
+        "a4": (4, "images lists the same image twice [images]"),
+        "a5": (5, "at most 32 images are allowed [images]"),
+        "a6": (6, "description must be a string [description]"),
+        "a7": (7, "description is longer than 10000 characters [description]"),
+    }
+
+
+def test_product_keeps_image_and_images_consistent():
+    p = Product("a", "t", images=("m", "o1", "o2"))
+    assert p.image == "m"
+    # replace(image=...) swaps the main image and keeps the others.
+    moved = replace(p, image="new")
+    assert moved.images == ("new", "o1", "o2") and moved.image == "new"
+    assert p.with_images(["o2"]).images == ("o2",) and p.with_images([]).image is None
+    assert Product("a", "t", "m").images == ("m",)
+    # Single-image products serialise exactly as before the images field existed.
+    assert Product("a", "t", "m").to_dict() == {"id": "a", "title": "t", "image": "m",
+                                                "attributes": {}}
+    assert Product("a", "t", images=("m", "o"), description="d").to_dict() == {
+        "id": "a", "title": "t", "image": "m", "attributes": {}, "images": ["m", "o"],
+        "description": "d"}
+
+
+def test_written_catalog_reads_back_with_relative_images(tmp_path):
+    from clipsearch.catalog import write_jsonl
+    products = [Product("a", "t", images=(str(tmp_path / "i/m.jpg"), str(tmp_path / "i/o.jpg"),
+                                          "s3://b/x.jpg"), description="d")]
+    write_jsonl(products, tmp_path / "out/c.jsonl", base_dir=tmp_path)
+    raw = json.loads((tmp_path / "out/c.jsonl").read_text())
+    assert raw["images"] == ["i/m.jpg", "i/o.jpg", "s3://b/x.jpg"] and raw["image"] == "i/m.jpg"
