@@ -26,6 +26,12 @@ MAX_TEXT_CHARS = 1000
 MAX_IMAGE_BYTES = 3 * 1024 * 1024
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 MAX_FILTER_CLAUSES = 16
+# Every JSON document we parse (request bodies, catalog lines, SQS/S3 events,
+# endpoint requests) goes through clipsearch.strict: nesting deeper than this
+# is refused (our documents need 6 at most), and integers must stay within
+# what a float64 holds exactly (numeric filters, OpenSearch, JavaScript).
+JSON_MAX_DEPTH = 32
+JSON_MAX_INT = 2**53 - 1
 
 # Product model limits.
 MAX_ID_CHARS = 256

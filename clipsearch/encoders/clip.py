@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from clipsearch import config
 from clipsearch.encoders import check_texts, l2_normalize
 from clipsearch.errors import ConfigurationError
-from clipsearch.images import load_image
+from clipsearch.images import check_image, load_image
 from clipsearch.models import quiet_transformers
 
 if TYPE_CHECKING:
@@ -104,9 +104,14 @@ class ClipEncoder:
         return l2_normalize(np.concatenate(chunks))
 
     def preprocess_images(self, images: Sequence[bytes | Image.Image]):
-        """Decode and resize on the caller's thread; returns the pixel tensor."""
-        pil = [img if not isinstance(img, bytes | bytearray) else load_image(bytes(img),
-               field=f"images[{i}]") for i, img in enumerate(images)]
+        """Decode and resize on the caller's thread; returns the pixel tensor.
+
+        PIL images a caller decoded itself get the same pixel bounds as bytes,
+        since the resize below is where an extreme aspect ratio costs memory.
+        """
+        pil = [load_image(bytes(img), field=f"images[{i}]")
+               if isinstance(img, bytes | bytearray)
+               else check_image(img, field=f"images[{i}]") for i, img in enumerate(images)]
         return self.processor(images=pil, return_tensors="pt")["pixel_values"]
 
     def encode_pixels(self, pixel_values) -> np.ndarray:

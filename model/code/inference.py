@@ -458,29 +458,15 @@ class PixelPlan:
 
 
 def _decode(model: ClipModel, data: bytes, field: str) -> Any:
-    """`load_image`, or with CLIPSEARCH_JPEG_DRAFT a JPEG decoded at reduced scale.
+    """`load_image`; with CLIPSEARCH_JPEG_DRAFT a JPEG is decoded at reduced scale.
 
     Draft mode lets libjpeg skip detail the 224-pixel crop discards (2-4x
     faster on large photos) but changes pixels slightly, so it is opt-in:
-    embeddings then differ from `ClipEncoder`'s by about 1e-3. Anything odd
-    goes back to `load_image`, so limits and messages stay the same.
+    embeddings then differ from `ClipEncoder`'s by about 1e-3. The decoder,
+    limits and messages are `load_image`'s either way.
     """
-    if not (model.jpeg_draft and model.plan and data[:3] == b"\xff\xd8\xff"
-            and len(data) <= config.MAX_IMAGE_BYTES):
-        return load_image(data, field=field)
-    from PIL import Image
-
-    from clipsearch.images import MAX_PIXELS
-
-    try:
-        image = Image.open(io.BytesIO(data))
-        if image.size[0] * image.size[1] > MAX_PIXELS:
-            return load_image(data, field=field)  # raises, with the limit in the message
-        image.draft("RGB", (model.plan.shortest_edge, model.plan.shortest_edge))
-        image.load()
-        return image.convert("RGB")
-    except Exception:
-        return load_image(data, field=field)  # its usual message for a broken file
+    draft = model.plan.shortest_edge if (model.jpeg_draft and model.plan) else None
+    return load_image(data, field=field, draft=draft)
 
 
 _Prepared = tuple[Any, list[int], dict[int, ClipsearchError]]
