@@ -80,7 +80,7 @@ def make_catalog(directory: Path, count: int) -> Path:
 
 def vit_b32_artifact(work: Path) -> Path:
     from clipsearch.random_clip import build_random_clip
-    from clipsearch.sagemaker_package import build_artifact
+    from clipsearch.sagemaker.package import build_artifact
 
     artifact = work / "vit-b-32-model.tar.gz"
     if not artifact.is_file():

@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from clipsearch.catalog import read_catalog
     from clipsearch.demo import write_demo_catalog
     from clipsearch.random_clip import build_random_clip
-    from clipsearch.sagemaker_package import build_artifact
+    from clipsearch.sagemaker.package import build_artifact
 
     for key, value in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}.items():

@@ -91,7 +91,7 @@ def timed_round_robin(fns: dict[str, Any], repeats: int, warmup: int, min_time: 
 def prepare_model(args: argparse.Namespace) -> Path:
     """Random ViT-B/32 (cached) staged as the artifact would be (cached)."""
     from clipsearch.random_clip import build_random_clip
-    from clipsearch.sagemaker_package import stage_model
+    from clipsearch.sagemaker.package import stage_model
 
     work = Path(args.work_dir)
     model_dir = Path(args.model_dir) if args.model_dir else work / "vit-b-32-random"
@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         os.environ["CLIPSEARCH_DECODE_WORKERS"] = str(args.decode_workers)
     import torch
 
-    from clipsearch.sagemaker_emulator import ModelHandler
+    from clipsearch.sagemaker.emulator import ModelHandler
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)

@@ -258,7 +258,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_model(args: argparse.Namespace) -> int:
     if args.model_command == "serve":
-        from clipsearch.sagemaker_emulator import serve
+        from clipsearch.sagemaker.emulator import serve
 
         serve(args.artifact, port=args.port, endpoint_name=args.endpoint_name, host=args.host)
         return 0

@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from clipsearch.sagemaker_package import build_artifact, upload_artifact
+    from clipsearch.sagemaker.package import build_artifact, upload_artifact
 
     try:
         if "{}" not in args.prompt_template:

@@ -67,7 +67,7 @@ def demo_service(encoder, demo_products, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model_artifact(tiny_clip_dir, tmp_path_factory) -> Path:
     """The tiny CLIP packaged by the real packaging code, as SageMaker receives it."""
-    from clipsearch.sagemaker_package import build_artifact
+    from clipsearch.sagemaker.package import build_artifact
 
     return build_artifact(tiny_clip_dir, tmp_path_factory.mktemp("artifact") / "model.tar.gz").path
 
@@ -80,7 +80,7 @@ def sagemaker_endpoint(tiny_model_artifact):
     endpoint name is `sagemaker_endpoint.endpoint_name`. Shared by the whole
     session: a test that injects faults must `clear_faults()` afterwards.
     """
-    from clipsearch.sagemaker_emulator import EndpointEmulator, ModelHandler
+    from clipsearch.sagemaker.emulator import EndpointEmulator, ModelHandler
 
     emulator = EndpointEmulator(ModelHandler.from_artifact(tiny_model_artifact)).start()
     yield emulator

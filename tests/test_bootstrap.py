@@ -35,7 +35,7 @@ from clipsearch.bootstrap.transform import LocalTransform
 from clipsearch.cli import main
 from clipsearch.errors import ConfigurationError
 from clipsearch.index.opensearch import OpenSearchIndex
-from clipsearch.sagemaker_emulator import ModelHandler
+from clipsearch.sagemaker.emulator import ModelHandler
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"

@@ -27,10 +27,10 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from clipsearch import config
-from clipsearch import sagemaker_protocol as wire
 from clipsearch.errors import ConfigurationError, InvalidImageError, PayloadTooLargeError
-from clipsearch.sagemaker_emulator import EndpointEmulator, ModelHandler
-from clipsearch.sagemaker_package import FIXED_MTIME, sha256_file
+from clipsearch.sagemaker import protocol as wire
+from clipsearch.sagemaker.emulator import EndpointEmulator, ModelHandler
+from clipsearch.sagemaker.package import FIXED_MTIME, sha256_file
 from tests.conftest import png_bytes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,7 +90,7 @@ def test_artifact_layout_is_what_the_container_expects(tiny_model_artifact):
     for required in ("config.json", "model.safetensors", "clipsearch-model.json",
                      "code/inference.py", "code/requirements.txt",
                      "code/clipsearch/encoders/clip.py", "code/clipsearch/images.py",
-                     "code/clipsearch/sagemaker_protocol.py"):
+                     "code/clipsearch/sagemaker/protocol.py"):
         assert required in names
     # Nothing from the source tree beyond what the handler needs.
     assert not any("index" in n or "service" in n for n in names if n.startswith("code/"))

@@ -563,7 +563,7 @@ class Bootstrap:
     def _run_local(self, request: dict[str, Any], model: Any, state_dir: Path,
                    total: int) -> None:
         from clipsearch.bootstrap.transform import LocalTransform, download_artifact
-        from clipsearch.sagemaker_emulator import ModelHandler
+        from clipsearch.sagemaker.emulator import ModelHandler
 
         artifact = model.local_path or download_artifact(self.s3, model,
                                                          state_dir.parent / "artifacts")

@@ -239,7 +239,7 @@ def model_from_artifact(path: Path, cache_dir: Path | None = None) -> ModelInfo:
     (path, size, mtime) in `cache_dir`: a re-run that changes nothing should
     also cost nothing.
     """
-    from clipsearch.sagemaker_package import sha256_file
+    from clipsearch.sagemaker.package import sha256_file
 
     if not path.is_file():
         raise ConfigurationError(f"model artifact {path} does not exist; build it with "
@@ -307,7 +307,7 @@ def _stream_metadata(s3: Any, bucket: str, key: str) -> dict[str, Any]:
 
 def _metadata_from_stream(stream: Any) -> dict[str, Any]:
     """`clipsearch-model.json` from a tar.gz read front to back, stopping once found."""
-    from clipsearch.sagemaker_package import METADATA_FILE
+    from clipsearch.sagemaker.package import METADATA_FILE
 
     try:
         with tarfile.open(fileobj=stream, mode="r|gz") as tar:

@@ -18,7 +18,7 @@ torch. What it adds over a bare `invoke_endpoint`:
   `retry_after` (the API answers 503 + Retry-After). A client error from the
   handler comes back as the same typed error the handler raised
   (`ValidationError`, `InvalidImageError`, `PayloadTooLargeError`), decoded
-  from the tagged message (see `clipsearch.sagemaker_protocol`); it is never
+  from the tagged message (see `clipsearch.sagemaker.protocol`); it is never
   retried. Misconfiguration (unknown endpoint, no permission) is a
   `ConfigurationError`.
 
@@ -40,7 +40,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from clipsearch import config
-from clipsearch import sagemaker_protocol as wire
 from clipsearch.encoders import check_texts, l2_normalize
 from clipsearch.errors import (
     ClipsearchError,
@@ -49,6 +48,7 @@ from clipsearch.errors import (
     ServiceUnavailableError,
     ValidationError,
 )
+from clipsearch.sagemaker import protocol as wire
 
 if TYPE_CHECKING:
     import numpy as np

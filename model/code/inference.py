@@ -27,7 +27,7 @@ and every caller of the endpoint gets what `ClipEncoder.encode_texts` gives.
 Errors. The HF toolkit turns any exception into HTTP 400 carrying
 `str(exc)`; it cannot express other statuses. Client errors are therefore
 raised as `ModelRequestError`, whose message is the tagged JSON document of
-`clipsearch.sagemaker_protocol`, from which `SageMakerEncoder` rebuilds the
+`clipsearch.sagemaker.protocol`, from which `SageMakerEncoder` rebuilds the
 typed error (400 validation, 400 invalid image, 413 too large).
 
 Hardware. CUDA with fp16 when present, else CPU fp32 (ClipEncoder decides).
@@ -59,10 +59,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from clipsearch import config
-from clipsearch import sagemaker_protocol as wire
 from clipsearch.encoders.clip import ClipEncoder
 from clipsearch.errors import ClipsearchError, PayloadTooLargeError, ValidationError
 from clipsearch.images import decode_base64_image, load_image
+from clipsearch.sagemaker import protocol as wire
 
 try:  # exact float32 and ~10x faster; the container gets it from requirements.txt
     import orjson
@@ -561,7 +561,7 @@ def _accepts(accept: str | None) -> str:
 
 
 def _dumps(doc: Any) -> str:
-    """Compact JSON; numpy rows exact via orjson, else rounded (see sagemaker_protocol)."""
+    """Compact JSON; numpy rows exact via orjson, else rounded (see sagemaker.protocol)."""
     if orjson is not None:
         return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY).decode("utf-8")
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)

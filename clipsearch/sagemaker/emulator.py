@@ -47,8 +47,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
 
-from clipsearch import sagemaker_protocol as wire
 from clipsearch.errors import ConfigurationError, ValidationError
+from clipsearch.sagemaker import protocol as wire
 
 logger = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from urllib.parse import urlparse
 from clipsearch import __version__, config
 from clipsearch.errors import ConfigurationError, ValidationError
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # clipsearch/
 HANDLER_SOURCE = PACKAGE_DIR.parent / "model" / "code" / "inference.py"
 METADATA_FILE = "clipsearch-model.json"
 # Exactly the modules `inference.py` imports, directly or through them. The
@@ -44,7 +44,8 @@ VENDORED_MODULES = (
     "errors.py",
     "images.py",
     "models.py",
-    "sagemaker_protocol.py",
+    "sagemaker/__init__.py",
+    "sagemaker/protocol.py",
     "encoders/__init__.py",
     "encoders/clip.py",
 )
