@@ -81,6 +81,15 @@ def _settings_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the local HTTP API and search page")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--query-cache-entries", type=int, default=settings.query_cache_entries,
+                       help="query vectors kept in the LRU cache; 0 turns it off "
+                       "(env CLIPSEARCH_QUERY_CACHE_ENTRIES; default "
+                       f"{config.DEFAULT_QUERY_CACHE_ENTRIES})")
+    serve.add_argument("--query-cache-mb", type=float, default=settings.query_cache_mb,
+                       help="memory bound of that cache in MiB (env CLIPSEARCH_QUERY_CACHE_MB; "
+                       f"default {config.DEFAULT_QUERY_CACHE_MB})")
+    serve.add_argument("--no-query-cache", action="store_true",
+                       help="encode every query, even a repeated one")
 
     demo = sub.add_parser("demo", help="build the offline demo catalog, index it, and search")
     demo.add_argument("--no-progress", action="store_true")
@@ -142,11 +151,11 @@ def _open_encoder(model: str):
     return ClipEncoder(model)
 
 
-def _service(args: argparse.Namespace, model: str | None = None):
+def _service(args: argparse.Namespace, model: str | None = None, *, query_cache=None):
     from clipsearch.service import SearchService
 
     index = _open_index(args)
-    return SearchService(_open_encoder(model or args.model), index)
+    return SearchService(_open_encoder(model or args.model), index, query_cache=query_cache)
 
 
 def _progress(total: int, desc: str, disable: bool):
@@ -251,8 +260,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                  "missing): pip install 'clipsearch[server]'") from None
     if not 0 <= args.port <= 65535:
         raise ValidationError(f"--port must be 0-65535, got {args.port}", field="port")
+    from clipsearch.query_cache import QueryCache
+
+    cache = None if args.no_query_cache else QueryCache.from_settings(
+        args.query_cache_entries, args.query_cache_mb)
     # The index comes from _open_index, so another backend plugs in there.
-    serve(_service(args), host=args.host, port=args.port)
+    serve(_service(args, query_cache=cache), host=args.host, port=args.port)
     return 0
 
 

@@ -59,6 +59,13 @@ HNSW_EF_SEARCH = DEFAULT_HNSW_EF_SEARCH
 # exact scan of the matching rows: cheaper than HNSW and always returns k.
 FILTER_EXACT_FRACTION = 0.2
 
+# Query-vector cache (clipsearch/query_cache.py), on by default in the local
+# server and the query Lambda. A 512-d entry costs about 2.3 KB, so 10,000
+# entries (a shop's repeated queries several times over) fit in 32 MiB.
+# Either bound at 0 turns the cache off.
+DEFAULT_QUERY_CACHE_ENTRIES = 10_000
+DEFAULT_QUERY_CACHE_MB = 32
+
 
 def _env(name: str, default: str) -> str:
     value = os.environ.get(name)
@@ -84,6 +91,10 @@ class Settings:
                                          str(DEFAULT_HNSW_EF_SEARCH)))
     )
     batch_size: int = field(default_factory=lambda: int(_env("CLIPSEARCH_BATCH_SIZE", "32")))
+    query_cache_entries: int = field(default_factory=lambda: int(
+        _env("CLIPSEARCH_QUERY_CACHE_ENTRIES", str(DEFAULT_QUERY_CACHE_ENTRIES))))
+    query_cache_mb: float = field(default_factory=lambda: float(
+        _env("CLIPSEARCH_QUERY_CACHE_MB", str(DEFAULT_QUERY_CACHE_MB))))
     opensearch_url: str | None = field(
         default_factory=lambda: os.environ.get("CLIPSEARCH_OPENSEARCH_URL") or None
     )

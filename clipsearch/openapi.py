@@ -120,7 +120,17 @@ def _schemas() -> dict[str, Any]:
             "required": ["status", "model", "products"],
             "properties": {"status": {"type": "string", "enum": ["ok"]},
                            "model": {"type": "string"},
-                           "products": {"type": "integer", "minimum": 0}},
+                           "products": {"type": "integer", "minimum": 0},
+                           "query_cache": {
+                               "type": "object", "nullable": True,
+                               "description": "Query-vector cache counters since start "
+                               "(per process or Lambda container); null when the cache is off.",
+                               "required": ["hits", "misses", "entries", "bytes",
+                                            "max_entries", "max_bytes"],
+                               "properties": {name: {"type": "integer", "minimum": 0}
+                                              for name in ("hits", "misses", "entries",
+                                                           "bytes", "max_entries",
+                                                           "max_bytes")}}},
         },
         "FacetField": {
             "type": "object",

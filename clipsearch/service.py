@@ -22,6 +22,14 @@ from clipsearch.errors import ConfigurationError, NotFoundError, ValidationError
 from clipsearch.filters import bind_filters
 from clipsearch.images import load_image
 from clipsearch.index import IndexRecord, VectorIndex
+from clipsearch.query_cache import (
+    QueryCache,
+    cached,
+    image_digest,
+    image_key,
+    normalize_text,
+    text_key,
+)
 
 ImageSource = Callable[[str], bytes]
 
@@ -69,8 +77,11 @@ class SearchService:
         image_source: ImageSource = read_local_image,
         s3_image_source: ImageSource | None = None,
         decode_workers: int = 4,
+        query_cache: QueryCache | None = None,
     ) -> None:
+        """`query_cache` holds query vectors (never ingested images); None turns caching off."""
         self.encoder = encoder
+        self.query_cache = query_cache
         self.index = index
         self.image_source = image_source
         self.s3_image_source = s3_image_source
@@ -103,8 +114,10 @@ class SearchService:
             return vector
         parts = []
         if request.text is not None:
+            text = normalize_text(request.text)
             try:
-                vector = self.encoder.encode_texts([request.text])[0]
+                vector = cached(self.query_cache, text_key(self.encoder, text),
+                                lambda: self.encoder.encode_texts([text])[0])
             except ValidationError as exc:
                 exc.field = "text"  # the encoder names its batch slot, texts[0]
                 raise
@@ -117,7 +130,8 @@ class SearchService:
                                           field="image_s3_key")
                 image = self.s3_image_source(request.image_s3_key or "")
             try:
-                vector = self.encoder.encode_images([image])[0]
+                vector = cached(self.query_cache, image_key(self.encoder, image_digest(image)),
+                                lambda: self.encoder.encode_images([image])[0])
             except ValidationError as exc:
                 exc.field = "image"  # the encoder names its batch slot, images[0]
                 raise
@@ -155,7 +169,10 @@ class SearchService:
         return product_body(self.get_product(product_id), image_url)
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ok", "model": self.encoder.model_id, "products": self.index.count()}
+        """Liveness, catalog size, and the query cache's counters (null when it is off)."""
+        cache = self.query_cache.stats().to_dict() if self.query_cache is not None else None
+        return {"status": "ok", "model": self.encoder.model_id, "products": self.index.count(),
+                "query_cache": cache}
 
     # ------------------------------------------------------------------ writes
 

@@ -225,6 +225,9 @@ def make_world(opensearch_url: str, endpoint: Any, model_id: str, *,
         "CLIPSEARCH_CORS_ALLOW_ORIGINS": "https://shop.example.com",
         "CLIPSEARCH_ENCODER_MAX_ATTEMPTS": "3",
         "CLIPSEARCH_ENCODER_BASE_DELAY_S": "0.01",
+        # Fault tests count endpoint calls per query, so the shared world runs
+        # without the query cache; tests/test_lambda_query.py covers it on.
+        "CLIPSEARCH_QUERY_CACHE_ENTRIES": "0",
         "POWERTOOLS_SERVICE_NAME": "clipsearch-test",
         "POWERTOOLS_METRICS_NAMESPACE": "clipsearch",
         "POWERTOOLS_LOG_LEVEL": "WARNING",

@@ -321,7 +321,8 @@ def test_health_and_trailing_slash(client, demo_service, demo_products):
     for path in ("/health", "/health/"):
         assert client.get(path).json() == {"status": "ok",
                                            "model": demo_service.encoder.model_id,
-                                           "products": len(demo_products)}
+                                           "products": len(demo_products),
+                                           "query_cache": None}
 
 
 def test_facets_describe_the_catalog(client, demo_products):

@@ -383,3 +383,22 @@ def test_presigned_urls_only_for_images_in_the_bucket(aws_mock):  # noqa: F811
     for image in ("s3://other/images/a.png", "s3://shop/catalog/a.jsonl", "images/../x.png",
                   None, Path("/tmp/a.png").as_posix()):
         assert sign(Product("p", "P", image)) is None, image
+
+
+def test_query_cache_is_on_by_default_and_counted_in_metrics(world, endpoint, monkeypatch,
+                                                             capsys):
+    monkeypatch.delenv("CLIPSEARCH_QUERY_CACHE_ENTRIES")
+    query = load_handler("query")
+    event = api_event("GET", "/search", {"q": "striped cushion", "k": "3"})
+    capsys.readouterr()
+    first = call(query, event)
+    calls = runtime_calls(endpoint)
+    second = call(query, event)
+    assert first[0] == second[0] == 200 and first[2]["results"] == second[2]["results"]
+    assert runtime_calls(endpoint) == calls  # the repeat never reached SageMaker
+    lines = [m for m in (json.loads(line) for line in capsys.readouterr().out.splitlines()
+                         if line.startswith('{"_aws"')) if m.get("route") == "/search"]
+    assert [(m["QueryCacheHits"], m["QueryCacheMisses"]) for m in lines] == \
+        [([0.0], [1.0]), ([1.0], [0.0])]
+    health = call(query, api_event("GET", "/health"))[2]["query_cache"]
+    assert health["hits"] == 1 and health["misses"] == 1

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urlparse
 
+from clipsearch import config
 from clipsearch.errors import ConfigurationError
 
 ENV_BUCKET = "CLIPSEARCH_BUCKET"
@@ -41,6 +42,9 @@ ENV_ENCODER_TIME_BUDGET = "CLIPSEARCH_ENCODER_TIME_BUDGET_S"
 ENV_ENCODER_READ_TIMEOUT = "CLIPSEARCH_ENCODER_READ_TIMEOUT_S"
 ENV_INGEST_ENCODE_BATCH = "CLIPSEARCH_INGEST_ENCODE_BATCH"
 ENV_INGEST_TIME_MARGIN = "CLIPSEARCH_INGEST_TIME_MARGIN_S"
+# The query Lambda's query-vector cache (per container); 0 turns it off.
+ENV_QUERY_CACHE_ENTRIES = "CLIPSEARCH_QUERY_CACHE_ENTRIES"
+ENV_QUERY_CACHE_MB = "CLIPSEARCH_QUERY_CACHE_MB"
 
 N = TypeVar("N", int, float)
 
@@ -85,6 +89,8 @@ class LambdaSettings:
     encoder_budget: RetryBudget = QUERY_BUDGET
     ingest_encode_batch: int = 16
     ingest_time_margin: float = 15.0
+    query_cache_entries: int = config.DEFAULT_QUERY_CACHE_ENTRIES
+    query_cache_mb: float = config.DEFAULT_QUERY_CACHE_MB
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *,
@@ -133,6 +139,10 @@ class LambdaSettings:
             ),
             ingest_encode_batch=_number(env, ENV_INGEST_ENCODE_BATCH, 16, 1, 256, int),
             ingest_time_margin=_number(env, ENV_INGEST_TIME_MARGIN, 15.0, 0.0, 600.0, float),
+            query_cache_entries=_number(env, ENV_QUERY_CACHE_ENTRIES,
+                                        config.DEFAULT_QUERY_CACHE_ENTRIES, 0, 10_000_000, int),
+            query_cache_mb=_number(env, ENV_QUERY_CACHE_MB, config.DEFAULT_QUERY_CACHE_MB,
+                                   0.0, 4096.0, float),
         )
 
 

@@ -97,6 +97,7 @@ class SageMakerEncoder:
         endpoint_url: str | None = None,
         model_id: str | None = None,
         dimension: int | None = None,
+        prompt_template: str | None = None,
         max_payload_bytes: int = wire.SERVERLESS_MAX_PAYLOAD,
         max_items: int = wire.DEFAULT_MAX_ITEMS_PER_REQUEST,
         max_attempts: int = 5,
@@ -136,6 +137,7 @@ class SageMakerEncoder:
         self.client = client
         self._model_id = model_id
         self._dimension = dimension
+        self._prompt_template = prompt_template
         self.max_payload_bytes = int(max_payload_bytes)
         self.max_items = max(1, int(max_items))
         self.max_attempts = max(1, int(max_attempts))
@@ -160,6 +162,16 @@ class SageMakerEncoder:
         if self._dimension is None:
             self._probe()
         return int(self._dimension or 0)
+
+    @property
+    def prompt_template(self) -> str:
+        """The template the endpoint applies, when told; else a name for "this endpoint's".
+
+        The handler applies the template packaged with the model, which is
+        fixed for the endpoint's life, so naming the endpoint identifies it
+        for the query cache's key.
+        """
+        return self._prompt_template or f"(template packaged on endpoint {self.endpoint_name})"
 
     def _probe(self) -> None:
         """Ask the endpoint what it serves (one tiny text request) when not told."""

@@ -11,8 +11,12 @@ through both). What this module adds is only what exists on AWS:
   `image_s3_key`), rebuilt on a later request if building it failed;
 - image URLs as presigned S3 GETs that expire after CLIPSEARCH_IMAGE_URL_TTL;
 - CORS headers for CLIPSEARCH_CORS_ALLOW_ORIGINS;
+- the query-vector cache, one per container (CLIPSEARCH_QUERY_CACHE_ENTRIES and
+  CLIPSEARCH_QUERY_CACHE_MB; 0 turns it off), so a warm container answers a
+  repeated query without calling SageMaker;
 - Powertools: a JSON logger whose correlation id is API Gateway's request id,
-  metrics (latency, result count, 4xx/5xx/503 counts per route) and X-Ray.
+  metrics (latency, result count, 4xx/5xx/503 counts, query-cache hits and
+  misses per route) and X-Ray.
 
 No request ever gets a stack trace: `api.handle` maps every error, and
 anything that escapes it (a bug in this file) becomes the contract's opaque 500.
@@ -37,6 +41,7 @@ from clipsearch.aws.s3 import Bucket, Presigner
 from clipsearch.aws.settings import ENV_CORS_ORIGINS, QUERY_BUDGET, LambdaSettings
 from clipsearch.contract import internal_error_body
 from clipsearch.errors import ClipsearchError, ServiceUnavailableError
+from clipsearch.query_cache import QueryCache
 from clipsearch.service import SearchService
 
 logger = Logger()
@@ -73,7 +78,9 @@ def _build() -> _Runtime:
     encoder = build_encoder(settings, dimension=index.dimension)
     s3 = s3_client()
     bucket = Bucket(s3, settings.bucket, images_prefix=settings.images_prefix)
-    service = SearchService(encoder, index, s3_image_source=bucket.query_image)
+    cache = QueryCache.from_settings(settings.query_cache_entries, settings.query_cache_mb)
+    service = SearchService(encoder, index, s3_image_source=bucket.query_image,
+                            query_cache=cache)
     presigner = Presigner(s3, settings.bucket, images_prefix=settings.images_prefix,
                           ttl=settings.image_url_ttl)
     logger.info("query runtime ready", extra={"alias": settings.index_alias,
@@ -98,23 +105,38 @@ def _error_response(exc: ClipsearchError) -> api.ApiResponse:
     return api.ApiResponse(exc.status, exc.to_body(), headers)
 
 
-def _serve(event: dict[str, Any]) -> tuple[api.ApiResponse, GatewayRequest | None]:
+def _cache_counts() -> tuple[int, int] | None:
+    """(hits, misses) of this container's query cache so far; None when there is none."""
+    cache = _runtime.service.query_cache if _runtime is not None else None
+    if cache is None:
+        return None
+    stats = cache.stats()
+    return stats.hits, stats.misses
+
+
+def _serve(event: dict[str, Any]) -> tuple[api.ApiResponse, GatewayRequest | None,
+                                           tuple[int, int] | None]:
+    """The answer, the parsed request, and the query-cache (hits, misses) it caused."""
     try:
         request = request_from_event(event)
     except ClipsearchError as exc:
-        return _error_response(exc), None
+        return _error_response(exc), None, None
     try:
         rt = runtime()
     except ClipsearchError as exc:
         logger.error("cannot build the query runtime", extra={"error": exc.message})
-        return _error_response(exc), request
+        return _error_response(exc), request, None
+    # One request at a time per container, so the difference is this request's.
+    before = _cache_counts()
     response = api.handle(rt.service, request.method, request.path, request.query,
                           request.body, request.headers, image_url=rt.presigner)
-    return response, request
+    after = _cache_counts()
+    delta = (after[0] - before[0], after[1] - before[1]) if before and after else None
+    return response, request, delta
 
 
 def _record_metrics(request: GatewayRequest | None, response: api.ApiResponse,
-                    elapsed_ms: float) -> None:
+                    elapsed_ms: float, cache_delta: tuple[int, int] | None = None) -> None:
     metrics.add_dimension("route", request.route if request else "other")
     metrics.add_metric("Latency", MetricUnit.Milliseconds, elapsed_ms)
     metrics.add_metric("Requests", MetricUnit.Count, 1)
@@ -125,6 +147,9 @@ def _record_metrics(request: GatewayRequest | None, response: api.ApiResponse,
     results = response.body.get("results") if status == 200 else None
     if isinstance(results, list):
         metrics.add_metric("Results", MetricUnit.Count, len(results))
+    if cache_delta is not None and any(cache_delta):
+        metrics.add_metric("QueryCacheHits", MetricUnit.Count, cache_delta[0])
+        metrics.add_metric("QueryCacheMisses", MetricUnit.Count, cache_delta[1])
 
 
 _cold_start = True
@@ -161,15 +186,16 @@ def _handler(event: dict[str, Any]) -> dict[str, Any]:
         _cold_start = False
         metrics.add_metric("ColdStart", MetricUnit.Count, 1)
     request: GatewayRequest | None = None
+    cache_delta: tuple[int, int] | None = None
     try:
-        response, request = _serve(event)
+        response, request, cache_delta = _serve(event)
     except Exception:  # a bug here, not in api.handle (which never raises)
         logger.exception("unhandled error in the query handler")
         response = api.ApiResponse(500, internal_error_body(),
                                    {"Content-Type": api.JSON_CONTENT_TYPE})
     elapsed_ms = (time.perf_counter() - started) * 1000
     try:
-        _record_metrics(request, response, elapsed_ms)
+        _record_metrics(request, response, elapsed_ms, cache_delta)
     except Exception:  # metrics must never turn an answer into an error
         logger.exception("recording metrics failed")
     level = "error" if response.status >= 500 else "info"
