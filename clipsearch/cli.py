@@ -51,6 +51,11 @@ def _settings_parser() -> argparse.ArgumentParser:
     parser.add_argument("--alias", default=os.environ.get("CLIPSEARCH_OPENSEARCH_ALIAS",
                                                           "products"),
                         help="OpenSearch alias the products live behind (default products)")
+    parser.add_argument("--threads", type=int, default=settings.threads,
+                        help="CPU threads per forward pass, torch and ONNX Runtime alike; "
+                        "0 = one per core (env CLIPSEARCH_THREADS; default "
+                        f"{config.DEFAULT_THREADS}, measured best on a busy box: see "
+                        "docs/benchmarks.md)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -90,6 +95,15 @@ def _settings_parser() -> argparse.ArgumentParser:
                        f"default {config.DEFAULT_QUERY_CACHE_MB})")
     serve.add_argument("--no-query-cache", action="store_true",
                        help="encode every query, even a repeated one")
+    serve.add_argument("--max-batch", type=int, default=settings.max_batch,
+                       help="most queries of one kind encoded in one forward pass "
+                       f"(env CLIPSEARCH_MAX_BATCH; default {config.DEFAULT_MAX_BATCH})")
+    serve.add_argument("--batch-wait-ms", type=float, default=settings.batch_wait_ms,
+                       help="how long a query that finds the model idle waits for others to "
+                       "share its forward pass (env CLIPSEARCH_BATCH_WAIT_MS; default "
+                       f"{config.DEFAULT_BATCH_WAIT_MS})")
+    serve.add_argument("--no-micro-batching", action="store_true",
+                       help="one forward pass per query, in arrival order")
 
     demo = sub.add_parser("demo", help="build the offline demo catalog, index it, and search")
     demo.add_argument("--no-progress", action="store_true")
@@ -139,8 +153,9 @@ def _index_location(args: argparse.Namespace) -> str:
     return str(args.data_dir / "index")
 
 
-def _open_encoder(model: str):
+def _open_encoder(model: str, threads: int):
     from clipsearch.encoders.clip import ClipEncoder
+    from clipsearch.encoders.threads import apply_torch_threads
     from clipsearch.models import model_availability
 
     problem = model_availability(model)
@@ -148,14 +163,19 @@ def _open_encoder(model: str):
         raise ConfigurationError(f"cannot load model: {problem}. Pass --model with a local "
                                  "directory, or run `clipsearch model random DIR` for an "
                                  "offline stand-in")
+    apply_torch_threads(threads)
     return ClipEncoder(model)
 
 
-def _service(args: argparse.Namespace, model: str | None = None, *, query_cache=None):
+def _service(args: argparse.Namespace, model: str | None = None, *, query_cache=None,
+             wrap_encoder=None):
     from clipsearch.service import SearchService
 
     index = _open_index(args)
-    return SearchService(_open_encoder(model or args.model), index, query_cache=query_cache)
+    encoder = _open_encoder(model or args.model, args.threads)
+    if wrap_encoder is not None:
+        encoder = wrap_encoder(encoder)
+    return SearchService(encoder, index, query_cache=query_cache)
 
 
 def _progress(total: int, desc: str, disable: bool):
@@ -260,12 +280,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                  "missing): pip install 'clipsearch[server]'") from None
     if not 0 <= args.port <= 65535:
         raise ValidationError(f"--port must be 0-65535, got {args.port}", field="port")
+    from clipsearch.encoders.batching import MicroBatchingEncoder
     from clipsearch.query_cache import QueryCache
 
+    if args.max_batch < 1 or args.batch_wait_ms < 0:
+        raise ValidationError("--max-batch must be >= 1 and --batch-wait-ms >= 0",
+                              field="max_batch")
     cache = None if args.no_query_cache else QueryCache.from_settings(
         args.query_cache_entries, args.query_cache_mb)
+    wrap = encode_threads = None
+    if not args.no_micro_batching:
+        def wrap(encoder):
+            return MicroBatchingEncoder(encoder, max_batch=args.max_batch,
+                                        max_wait_ms=args.batch_wait_ms)
+
+        # Request threads only wait on the batcher's queue (FIFO, so fair):
+        # enough of them to fill a text batch and an image batch at once,
+        # unless CLIPSEARCH_ENCODE_THREADS says otherwise.
+        if not os.environ.get("CLIPSEARCH_ENCODE_THREADS"):
+            encode_threads = 2 * args.max_batch
     # The index comes from _open_index, so another backend plugs in there.
-    serve(_service(args, query_cache=cache), host=args.host, port=args.port)
+    serve(_service(args, query_cache=cache, wrap_encoder=wrap), host=args.host, port=args.port,
+          encode_threads=encode_threads)
     return 0
 
 

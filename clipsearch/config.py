@@ -66,6 +66,18 @@ FILTER_EXACT_FRACTION = 0.2
 DEFAULT_QUERY_CACHE_ENTRIES = 10_000
 DEFAULT_QUERY_CACHE_MB = 32
 
+# CPU threads per forward pass (torch and ONNX Runtime), CLIPSEARCH_THREADS or
+# --threads; 0 means one per core. 1, because on a busy 2-core box two threads
+# made the encoder 5-15x slower (docs/benchmarks.md, "Threads").
+DEFAULT_THREADS = 1
+
+# Micro-batching in the local server: concurrent encodes of one kind (texts,
+# images) are grouped into one forward pass of at most this many items, the
+# first waiting at most this long for company. Requests that arrive while a
+# pass runs are batched without any wait.
+DEFAULT_MAX_BATCH = 16
+DEFAULT_BATCH_WAIT_MS = 2.0
+
 
 def _env(name: str, default: str) -> str:
     value = os.environ.get(name)
@@ -91,6 +103,12 @@ class Settings:
                                          str(DEFAULT_HNSW_EF_SEARCH)))
     )
     batch_size: int = field(default_factory=lambda: int(_env("CLIPSEARCH_BATCH_SIZE", "32")))
+    threads: int = field(default_factory=lambda: int(
+        _env("CLIPSEARCH_THREADS", str(DEFAULT_THREADS))))
+    max_batch: int = field(default_factory=lambda: int(
+        _env("CLIPSEARCH_MAX_BATCH", str(DEFAULT_MAX_BATCH))))
+    batch_wait_ms: float = field(default_factory=lambda: float(
+        _env("CLIPSEARCH_BATCH_WAIT_MS", str(DEFAULT_BATCH_WAIT_MS))))
     query_cache_entries: int = field(default_factory=lambda: int(
         _env("CLIPSEARCH_QUERY_CACHE_ENTRIES", str(DEFAULT_QUERY_CACHE_ENTRIES))))
     query_cache_mb: float = field(default_factory=lambda: float(

@@ -56,7 +56,9 @@ PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob: https:; connect-src 
 # had twice the p50 of the others under 20 clients. Waiting for one of these
 # threads is FIFO instead. Cheap routes (products, similar, facets, health,
 # images) keep the big default pool, so they never queue behind encodes.
-# Measurements: docs/benchmarks.md, "Local server load".
+# Measurements: docs/benchmarks.md, "Local server load". With micro-batching
+# (clipsearch/encoders/batching.py) these threads only wait on the batcher's
+# FIFO queue, and `clipsearch serve` sizes the pool to fill whole batches.
 DEFAULT_ENCODE_THREADS = max(2, os.cpu_count() or 1)
 ENCODING_PATHS = frozenset({"/search", "/search/"})
 
@@ -199,11 +201,12 @@ def _asset_endpoint(asset: Path):
 
 
 def serve(service: SearchService, *, host: str = "127.0.0.1", port: int = 8000,
-          static_dir: Path | str = WEB_DIR, **uvicorn_options: Any) -> None:
+          static_dir: Path | str = WEB_DIR, encode_threads: int | None = None,
+          **uvicorn_options: Any) -> None:
     """Run the server until interrupted (what `clipsearch serve` does)."""
     import uvicorn
 
-    app = create_app(service, static_dir=static_dir)
+    app = create_app(service, static_dir=static_dir, encode_threads=encode_threads)
     count = service.index.count()
     shown = f"[{host}]" if ":" in host else host
     print(f"clipsearch: {count} products, model {service.encoder.model_id}\n"

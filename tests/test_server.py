@@ -243,19 +243,41 @@ def test_real_responses_match_the_documented_schemas(client, demo_products):
 
 def test_cli_serve_wires_the_service(monkeypatch, tmp_path, tiny_clip_dir, encoder,
                                      demo_products):
+    """By default: query cache and micro-batching on, one torch thread per pass."""
+    import torch
+
+    from clipsearch.encoders.batching import MicroBatchingEncoder
+
     index = LocalIndex(tmp_path / "index")
     SearchService(encoder, index).ingest(demo_products[:5])
     seen: dict[str, Any] = {}
 
-    def fake_serve(service, *, host, port):
+    def fake_serve(service, *, host, port, encode_threads):
         seen.update(host=host, port=port, count=service.index.count(),
-                    model=service.encoder.model_id)
+                    model=service.encoder.model_id, encoder=service.encoder,
+                    cache=service.query_cache, encode_threads=encode_threads)
 
     monkeypatch.setattr("clipsearch.server.serve", fake_serve)
-    code = cli.main(["--data-dir", str(tmp_path), "--model", str(tiny_clip_dir), "serve",
-                     "--host", "0.0.0.0", "--port", "8123"])
-    assert code == 0
-    assert seen == {"host": "0.0.0.0", "port": 8123, "count": 5, "model": str(tiny_clip_dir)}
+    monkeypatch.delenv("CLIPSEARCH_ENCODE_THREADS", raising=False)
+    threads = torch.get_num_threads()
+    base = ["--data-dir", str(tmp_path), "--model", str(tiny_clip_dir)]
+    try:
+        code = cli.main([*base, "serve", "--host", "0.0.0.0", "--port", "8123"])
+        assert code == 0
+        assert (seen["host"], seen["port"], seen["count"], seen["model"]) == \
+            ("0.0.0.0", 8123, 5, str(tiny_clip_dir))
+        assert isinstance(seen["encoder"], MicroBatchingEncoder)
+        assert seen["encoder"].max_batch == 16 and seen["encode_threads"] == 32
+        assert seen["cache"].max_entries == 10_000
+        assert torch.get_num_threads() == 1
+
+        code = cli.main([*base, "--threads", "2", "serve", "--no-query-cache",
+                         "--no-micro-batching"])
+        assert code == 0 and seen["cache"] is None and seen["encode_threads"] is None
+        assert not isinstance(seen["encoder"], MicroBatchingEncoder)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_cli_serve_rejects_a_bad_port(capsys, tmp_path, tiny_clip_dir):
