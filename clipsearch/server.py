@@ -32,23 +32,18 @@ from clipsearch.catalog import Product, validate_product_id
 from clipsearch.contract import ImageUrl
 from clipsearch.errors import ClipsearchError, NotFoundError
 from clipsearch.openapi import build_openapi, dumps
+from clipsearch.page import PAGE_CSP, WEB_DIR
 
 if TYPE_CHECKING:
     from clipsearch.service import SearchService
 
 log = logging.getLogger(__name__)
 
-WEB_DIR = Path(__file__).parent / "web"
 # Raster formats only (an SVG served from our origin could run script), from
 # a fixed table so the answer does not depend on the machine's mime.types.
 IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
                ".gif": "image/gif", ".webp": "image/webp", ".bmp": "image/bmp",
                ".tif": "image/tiff", ".tiff": "image/tiff", ".avif": "image/avif"}
-# The page loads everything from its own origin; images may also come from
-# https URLs (catalog images hosted elsewhere) and blob: (upload previews).
-PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob: https:; connect-src 'self' https:; "
-            "style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; "
-            "frame-ancestors 'none'")
 # Requests that encode a query (the /search routes) run on their own small
 # thread pool. Encoding is CPU-bound and serialised by the encoder's lock, so
 # more threads than cores only add contention, and that lock is not fair:

@@ -4,7 +4,7 @@ One stack rather than several: the bootstrap script and users read every
 output from a single `describe_stacks`, and there are no cross-stack exports
 to lock resources in place. Components are still separate constructs
 (`Network`, `Storage`, `SearchDomain`, `ModelEndpoint`, `IngestionPipeline`,
-`QueryApi`, `Monitoring`), each in its own module under stacks/.
+`QueryApi`, `Monitoring`, `Web`), each in its own module under stacks/.
 
 The outputs below are an interface (scripts/bootstrap.py and the docs read
 them): their names are stable and tested.
@@ -39,6 +39,7 @@ from stacks.network import Network
 from stacks.query_api import QueryApi
 from stacks.search_domain import SearchDomain
 from stacks.storage import Storage
+from stacks.web import Web
 
 # CDK's singleton Lambda that applies S3 bucket notifications.
 _NOTIFICATIONS_HANDLER = "BucketNotificationsHandler050a0587b7544547bf325f094a3db834"
@@ -60,7 +61,10 @@ OUTPUTS = {
     "DeadLetterQueueUrl": "Ingestion dead-letter queue URL",
     "AlarmTopicArn": "SNS topic all alarms notify",
     "Region": "Region of the deployment",
+    "WebUrl": "The search page (CloudFront); absent with -c web=false",
 }
+# Outputs that exist only when their component is on.
+OPTIONAL_OUTPUTS = {"WebUrl"}
 
 
 class ClipsearchStack(Stack):
@@ -131,6 +135,8 @@ class ClipsearchStack(Stack):
             self, "Monitoring", config=config, ingestion=self.ingestion,
             ingest_function=self.ingest_function, query_function=self.query_function,
             api=self.api, model=self.model, domain=self.domain)
+        self.web = (Web(self, "Web", config=config, api=self.api,
+                        access_log_bucket=self.storage.log_bucket) if config.web else None)
 
         self._acknowledge(config)
         self._outputs()
@@ -152,7 +158,10 @@ class ClipsearchStack(Stack):
             "AlarmTopicArn": self.monitoring.topic.topic_arn,
             "Region": self.region,
         }
-        assert set(values) == set(OUTPUTS), "OUTPUTS and the values must list the same names"
+        if self.web is not None:
+            values["WebUrl"] = self.web.url
+        assert set(OUTPUTS) - OPTIONAL_OUTPUTS <= set(values) <= set(OUTPUTS), \
+            "OUTPUTS and the values must list the same names"
         for name, value in values.items():
             CfnOutput(self, name, value=value, description=OUTPUTS[name])
 

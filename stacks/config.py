@@ -19,7 +19,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,9 @@ TRANSFORM_PREFIX = "transform/"
 # concurrency of 1-200 per endpoint (service quotas can lower the latter).
 SERVERLESS_MEMORY_CHOICES = (1024, 2048, 3072, 4096, 5120, 6144)
 SERVERLESS_MAX_CONCURRENCY = 200
+
+# CloudFront price classes, cheapest (North America and Europe edges) first.
+WEB_PRICE_CLASSES = ("PriceClass_100", "PriceClass_200", "PriceClass_All")
 
 # The values CloudWatch Logs accepts for a retention period.
 LOG_RETENTION_DAYS = (
@@ -164,6 +167,21 @@ class DeploymentConfig:
     api_execution_log_level: str = "INFO"
     waf_enabled: bool = False
     waf_rate_limit_per_5min: int = 2000
+
+    # -- search page (CloudFront in front of the page's bucket and the API; docs/aws.md)
+    # false (-c web=false): no page bucket, no distribution, no WebUrl output.
+    web: bool = True
+    # A domain of your own for the page and its ACM certificate (CloudFront only
+    # takes certificates from us-east-1). Only then can CloudFront refuse TLS
+    # below 1.2: on its default *.cloudfront.net certificate the policy is TLSv1.
+    web_domain_name: str | None = None
+    web_certificate_arn: str | None = None
+    # PriceClass_100 (edges in North America and Europe) is the cheapest class.
+    web_price_class: str = "PriceClass_100"
+    # CloudFront only takes a web ACL made in us-east-1. With waf_enabled the
+    # stack makes one when it is itself in us-east-1; in any other region, name
+    # an existing CLOUDFRONT-scope ACL here (docs/aws.md says how to make one).
+    web_acl_arn: str | None = None
 
     # -- monitoring
     alarm_email: str | None = None
@@ -324,6 +342,7 @@ class DeploymentConfig:
               f"got {self.cors_allow_origins}")
         check(100 <= self.waf_rate_limit_per_5min <= 2_000_000_000,
               f"waf_rate_limit_per_5min must be >= 100; got {self.waf_rate_limit_per_5min}")
+        self._validate_web(check)
         check(self.alarm_email is None or bool(re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+",
                                                             self.alarm_email)),
               f"alarm_email is not an e-mail address: {self.alarm_email!r}")
@@ -335,6 +354,43 @@ class DeploymentConfig:
                 + "\n  - ".join(errors)
             )
         return self
+
+
+    def _validate_web(self, check: Callable[[bool, str], None]) -> None:
+        check((self.web_domain_name is None) == (self.web_certificate_arn is None),
+              "web_domain_name and web_certificate_arn go together: a custom domain needs "
+              "its certificate, and a certificate needs the domain it is for")
+        check(self.web_domain_name is None or bool(re.fullmatch(
+                  r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", self.web_domain_name)),
+              f"web_domain_name must be a host name like shop.example.com; "
+              f"got {self.web_domain_name!r}")
+        check(self.web_certificate_arn is None or bool(re.fullmatch(
+                  r"arn:aws[a-z-]*:acm:us-east-1:\d{12}:certificate/[\w-]+",
+                  self.web_certificate_arn)),
+              "web_certificate_arn must be an ACM certificate ARN in us-east-1 (CloudFront "
+              f"takes no other region); got {self.web_certificate_arn!r}")
+        check(self.web_price_class in WEB_PRICE_CLASSES,
+              f"web_price_class must be one of {', '.join(WEB_PRICE_CLASSES)}; "
+              f"got {self.web_price_class!r}")
+        check(self.web_acl_arn is None or bool(re.fullmatch(
+                  r"arn:aws[a-z-]*:wafv2:us-east-1:\d{12}:global/webacl/.+", self.web_acl_arn)),
+              "web_acl_arn must be a CLOUDFRONT-scope WAFv2 web ACL ARN "
+              f"(arn:aws:wafv2:us-east-1:ACCOUNT:global/webacl/...); got {self.web_acl_arn!r}")
+        if not self.web:
+            return
+        check(self.api_authorization == "none",
+              "web=true needs api_authorization=none: CloudFront adds the API key to the "
+              "page's API calls but cannot sign them with IAM; set web=false for an IAM API")
+        check(not self.waf_enabled or self.region == "us-east-1" or self.web_acl_arn is not None,
+              f"waf_enabled with web=true in {self.region}: CloudFront only takes a web ACL "
+              "made in us-east-1, which a stack in another region cannot create. Pass "
+              "web_acl_arn=<a CLOUDFRONT-scope ACL in us-east-1> (docs/aws.md, 'WAF for the "
+              "page'), deploy to us-east-1, or set web=false")
+
+    @property
+    def web_waf(self) -> bool:
+        """Whether the stack itself creates the distribution's web ACL (us-east-1 only)."""
+        return self.web and self.waf_enabled and self.web_acl_arn is None
 
 
 def _profile_defaults(profile: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from stacks.config import ConfigError, DeploymentConfig
 from stacks.functions import PythonFunction
 from stacks.nag import acknowledge
 from stacks.openapi_models import load_openapi, routes
+from stacks.waf import web_acl
 
 STAGE_NAME = "v1"
 HEALTH_PATH = "/health"
@@ -210,48 +211,8 @@ class QueryApi(Construct):
                         "guarded by an API key (and optional IAM auth), not per-user data.")
 
     def _waf(self, config: DeploymentConfig) -> wafv2.CfnWebACL:
-        def visibility(name: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:
-            return wafv2.CfnWebACL.VisibilityConfigProperty(
-                cloud_watch_metrics_enabled=True, metric_name=name,
-                sampled_requests_enabled=True)
-
-        def managed(priority: int, name: str, overrides: list[str]) -> Any:
-            return wafv2.CfnWebACL.RuleProperty(
-                name=name, priority=priority,
-                override_action=wafv2.CfnWebACL.OverrideActionProperty(none={}),
-                statement=wafv2.CfnWebACL.StatementProperty(
-                    managed_rule_group_statement=wafv2.CfnWebACL.ManagedRuleGroupStatementProperty(
-                        vendor_name="AWS", name=name,
-                        rule_action_overrides=[
-                            wafv2.CfnWebACL.RuleActionOverrideProperty(
-                                name=rule,
-                                action_to_use=wafv2.CfnWebACL.RuleActionProperty(count={}))
-                            for rule in overrides
-                        ] or None,
-                    )),
-                visibility_config=visibility(name),
-            )
-
-        acl = wafv2.CfnWebACL(
-            self, "WebAcl",
-            scope="REGIONAL",
-            default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
-            visibility_config=visibility(f"{config.stack_name}-api"),
-            rules=[
-                wafv2.CfnWebACL.RuleProperty(
-                    name="rate-limit-per-ip", priority=0,
-                    action=wafv2.CfnWebACL.RuleActionProperty(block={}),
-                    statement=wafv2.CfnWebACL.StatementProperty(
-                        rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
-                            aggregate_key_type="IP", limit=config.waf_rate_limit_per_5min)),
-                    visibility_config=visibility("rate-limit-per-ip"),
-                ),
-                # Image searches carry multi-MB JSON bodies: count, don't block, the
-                # common set's 8 KB body-size rule.
-                managed(1, "AWSManagedRulesCommonRuleSet", ["SizeRestrictions_BODY"]),
-                managed(2, "AWSManagedRulesKnownBadInputsRuleSet", []),
-            ],
-        )
+        acl = web_acl(self, "WebAcl", config, acl_scope="REGIONAL",
+                      metric_name=f"{config.stack_name}-api")
         wafv2.CfnWebACLAssociation(self, "WebAclAssociation",
                                    resource_arn=self.api.deployment_stage.stage_arn,
                                    web_acl_arn=acl.attr_arn)

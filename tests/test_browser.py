@@ -258,3 +258,166 @@ def test_search_page_on_a_phone(browser, base_url):
     assert button.bounding_box()["height"] >= 40  # a finger-sized target
     page.screenshot(path=str(ARTIFACTS / "search-phone.png"), full_page=False)
     context.close()
+
+
+# ----------------------------------------------------------------------------- as on CloudFront
+
+
+class CloudFrontStandIn:
+    """What the distribution does, as one ASGI app in front of the local API.
+
+    `/api/*` loses its prefix (the CloudFront Function) and goes to the API;
+    everything else is a file of the deployed page (the S3 origin, `/` being
+    the default root object; a missing key is S3's 403). Every response gets
+    the response headers policy's headers, replacing the origin's.
+    """
+
+    def __init__(self, api_app: Any, files: dict[str, bytes], headers: dict[str, str]) -> None:
+        self.api_app, self.files = api_app, files
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        self.api_requests: list[dict[str, str]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.api_app(scope, receive, send)  # lifespan
+            return
+        names = {name for name, _ in self.headers}
+
+        async def send_with_policy(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
+                message = {**message, "headers": kept + self.headers}
+            await send(message)
+
+        path = scope["path"]
+        if path.startswith(f"{API_PREFIX}/"):
+            self.api_requests.append({k.decode(): v.decode() for k, v in scope["headers"]})
+            inner = {**scope, "path": path[len(API_PREFIX):],
+                     "raw_path": scope.get("raw_path", b"")[len(API_PREFIX):]}
+            await self.api_app(inner, receive, send_with_policy)
+            return
+        name = "index.html" if path == "/" else path.lstrip("/")
+        body = self.files.get(name)
+        status = 200 if body is not None else 403
+        kind = {".html": "text/html", ".js": "text/javascript", ".css": "text/css",
+                ".svg": "image/svg+xml", ".json": "application/json"}.get(
+                    Path(name).suffix, "application/xml") if body is not None else "application/xml"
+        body = body if body is not None else b"<Error><Code>AccessDenied</Code></Error>"
+        await send_with_policy({"type": "http.response.start", "status": status,
+                                "headers": [(b"content-type", kind.encode()),
+                                            (b"cache-control", b"no-cache")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+API_PREFIX = "/api"
+
+
+@pytest.fixture(scope="module")
+def cloudfront(demo_service) -> Iterator[tuple[str, CloudFrontStandIn]]:
+    """The deployed page's files (as the stack uploads them) and the API under /api."""
+    from clipsearch.page import page_files
+    from stacks.web import API_PATH, response_headers
+
+    assert API_PATH == API_PREFIX
+    app = CloudFrontStandIn(create_app(demo_service), page_files(API_PATH), response_headers())
+    with _serve(app) as url:
+        yield url, app
+
+
+def _serve(app: Any):
+    """uvicorn on a free loopback port, in a thread, as a context manager."""
+    import contextlib
+
+    import uvicorn
+
+    @contextlib.contextmanager
+    def running() -> Iterator[str]:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        try:
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+            sock.close()
+
+    return running()
+
+
+# Collects every CSP violation the page reports, from the first script on.
+_CSP_WATCH = """window.__cspViolations = [];
+document.addEventListener('securitypolicyviolation',
+    (e) => window.__cspViolations.push(`${e.effectiveDirective} ${e.blockedURI}`));"""
+
+
+def test_deployed_page_behind_cloudfront_with_its_csp(browser, cloudfront, demo_products):
+    """The files the stack deploys, the CSP enforced, a text and a photo search, no errors."""
+    from playwright.sync_api import expect
+
+    from clipsearch.page import PAGE_CSP
+
+    url, stand_in = cloudfront
+    page = browser.new_page(viewport={"width": 1280, "height": 860})
+    page.set_default_timeout(15_000)
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    page.on("console", lambda msg: msg.type == "error" and problems.append(
+        f"console: {msg.text}"))
+    outside: list[str] = []
+    page.on("request", lambda req: req.url.startswith((url, "data:", "blob:"))
+            or outside.append(req.url))
+    page.add_init_script(_CSP_WATCH)
+    response = page.goto(url + "/")
+    assert response.headers["content-security-policy"] == PAGE_CSP
+    assert response.headers["x-frame-options"] == "DENY"
+    assert page.evaluate("window.CLIPSEARCH_CONFIG.apiBase") == API_PREFIX
+    expect(page.locator("#catalog-info")).to_contain_text(f"{len(demo_products)} products")
+    expect(page.get_by_role("checkbox", name="red 5")).to_be_visible()
+
+    # A text search: the grid shows what the API (through the same prefix) answers.
+    box = page.get_by_label("Search products by text")
+    box.fill("red circle")
+    box.press("Enter")
+    wait_for_results(page, "Results 1–24")
+    api = call(url, f"{API_PREFIX}/search", {"text": "red circle", "k": PAGE_SIZE})
+    want = [{**card, "img": API_PREFIX + card["img"]} for card in expected(api["results"])]
+    assert grid(page) == want
+    assert page.locator("#grid img").first.evaluate("img => img.complete && img.naturalWidth") > 0
+
+    # A photo search: the product's own photo comes first with a perfect score.
+    target = demo_products[11]
+    box.fill("")
+    page.set_input_files("#image-input", target.image)
+    wait_for_results(page, "for your image")
+    shown = grid(page)
+    assert shown[0]["id"] == target.id and shown[0]["score"] == "score 1.000"
+    assert page.locator("#image-preview").evaluate("img => img.src").startswith("blob:")
+
+    # The footer's API link is the static openapi.json beside the page.
+    link = page.get_by_role("link", name="API (OpenAPI)")
+    assert link.get_attribute("href") == "openapi.json"
+    assert page.request.get(f"{url}/openapi.json").json()["openapi"].startswith("3.")
+    page.screenshot(path=str(ARTIFACTS / "cloudfront-page.png"), full_page=False)
+
+    assert problems == []
+    assert page.evaluate("window.__cspViolations") == []
+    assert outside == [], "everything comes from the page's own origin"
+    # The page never holds the API key: its API calls carry none (CloudFront adds it).
+    assert stand_in.api_requests and all("x-api-key" not in h for h in stand_in.api_requests)
+
+    # The policy is really enforced here: an injected inline script is blocked and reported.
+    ran = page.evaluate("""() => { const s = document.createElement('script');
+        s.textContent = 'window.__injected = true'; document.body.append(s);
+        return window.__injected === true; }""")
+    assert ran is False
+    page.wait_for_function("window.__cspViolations.length > 0")
+    assert page.evaluate("window.__cspViolations")[0].startswith("script-src")
+    page.close()

@@ -30,12 +30,14 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "1")
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 
 from aws_cdk import App, Stack, Validations
+from aws_cdk import aws_cloudfront as cloudfront
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from aws_cdk.assertions import Template
 
 from clipsearch.config import MAX_REQUEST_BYTES, MAX_TEXT_CHARS
+from clipsearch.page import PAGE_CSP, WEB_DIR, page_files
 from stacks.app_factory import build_app
 from stacks.clipsearch_stack import OUTPUTS, ClipsearchStack
 from stacks.config import (
@@ -48,6 +50,8 @@ from stacks.config import (
 from stacks.functions import RUNTIME
 from stacks.nag import MIN_REASON_CHARS, acknowledge, add_checks
 from stacks.search_domain import SearchDomain
+from stacks.waf import RATE_RULE
+from stacks.web import API_KEY_HEADER, API_PATH, response_headers
 
 REPO = Path(__file__).resolve().parent.parent
 SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
@@ -81,6 +85,10 @@ class Synth:
 
     def logical_id(self, construct: Any) -> str:
         return self.stack.get_logical_id(construct.node.default_child)
+
+    def logical_id_of(self, cfn_element: Any) -> str:
+        """The logical id of an L1 resource (which has no default child)."""
+        return self.stack.get_logical_id(cfn_element)
 
 
 def _synth(profile: str, outdir: Path) -> Synth:
@@ -161,7 +169,10 @@ def _actions(statement: dict[str, Any]) -> list[str]:
 
 def _buckets(synth: Synth) -> dict[str, dict[str, Any]]:
     buckets = synth.resources("AWS::S3::Bucket")
-    assert len(buckets) == 2, "expected the catalog bucket and its access-log bucket"
+    web = synth.stack.web
+    expected = {synth.logical_id(b) for b in (
+        synth.stack.storage.bucket, synth.stack.storage.log_bucket, web.bucket, web.log_bucket)}
+    assert set(buckets) == expected, "catalog, access logs, page and CloudFront logs"
     return buckets
 
 
@@ -208,11 +219,20 @@ def test_catalog_bucket_is_versioned_and_logs_to_the_log_bucket(synth: Synth) ->
         synth.config.noncurrent_version_expiration_days
 
 
-def test_access_log_bucket_has_an_expiry_lifecycle_rule(synth: Synth) -> None:
-    log_bucket = synth.template["Resources"][synth.logical_id(synth.stack.storage.log_bucket)]
-    rules = log_bucket["Properties"]["LifecycleConfiguration"]["Rules"]
-    assert any(r.get("ExpirationInDays") == synth.config.access_log_expiration_days
-               and r["Status"] == "Enabled" for r in rules)
+def test_access_log_buckets_have_an_expiry_lifecycle_rule(synth: Synth) -> None:
+    for bucket in (synth.stack.storage.log_bucket, synth.stack.web.log_bucket):
+        log_bucket = synth.template["Resources"][synth.logical_id(bucket)]
+        rules = log_bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+        assert any(r.get("ExpirationInDays") == synth.config.access_log_expiration_days
+                   and r["Status"] == "Enabled" for r in rules)
+
+
+def test_buckets_other_than_the_log_target_log_their_access(synth: Synth) -> None:
+    log_id = synth.logical_id(synth.stack.storage.log_bucket)
+    for logical_id, bucket in _buckets(synth).items():
+        if logical_id != log_id:
+            target = bucket["Properties"]["LoggingConfiguration"]["DestinationBucketName"]
+            assert target == {"Ref": log_id}, logical_id
 
 
 def test_removal_policy_follows_the_profile(dev: Synth, prod: Synth) -> None:
@@ -530,8 +550,9 @@ def test_api_requires_the_key_except_on_health_and_preflight(synth: Synth) -> No
     for (path, verb), method in _methods(synth).items():
         expected = synth.config.api_key_required and path != "/health" and verb != "OPTIONS"
         assert method.get("ApiKeyRequired", False) is expected, (path, verb)
-    synth.one("AWS::ApiGateway::ApiKey")
-    synth.one("AWS::ApiGateway::UsagePlanKey")
+    # The operators' key and the page's key (which CloudFront adds), both in the plan.
+    assert len(synth.resources("AWS::ApiGateway::ApiKey")) == 2
+    assert len(synth.resources("AWS::ApiGateway::UsagePlanKey")) == 2
 
 
 def test_api_throttling_from_config(synth: Synth) -> None:
@@ -567,7 +588,8 @@ def test_api_errors_use_the_contract_error_body(synth: Synth) -> None:
 
 def test_waf_per_profile(dev: Synth, prod: Synth) -> None:
     assert not dev.resources("AWS::WAFv2::WebACL")
-    acl_id, acl = prod.one("AWS::WAFv2::WebACL")
+    acl_id = prod.logical_id_of(prod.stack.api.web_acl)
+    acl = prod.template["Resources"][acl_id]
     association = prod.one("AWS::WAFv2::WebACLAssociation")[1]["Properties"]
     assert association["WebACLArn"] == {"Fn::GetAtt": [acl_id, "Arn"]}
     assert acl["Properties"]["Scope"] == "REGIONAL"
@@ -676,6 +698,244 @@ def test_log_groups_have_the_profile_retention(synth: Synth) -> None:
     for logical_id, group in groups.items():
         assert group["Properties"]["RetentionInDays"] == synth.config.log_retention_days, \
             logical_id
+
+
+# ----------------------------------------------------------------------------- search page
+
+
+def _distribution(synth: Synth) -> dict[str, Any]:
+    return synth.one("AWS::CloudFront::Distribution")[1]["Properties"]["DistributionConfig"]
+
+
+def _origins(synth: Synth) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(page origin, API origin) of the distribution."""
+    config = _distribution(synth)
+    by_id = {o["Id"]: o for o in config["Origins"]}
+    assert len(by_id) == 2, "the page bucket and the API, nothing else"
+    page = by_id[config["DefaultCacheBehavior"]["TargetOriginId"]]
+    (api_behaviour,) = config["CacheBehaviors"]
+    return page, by_id[api_behaviour["TargetOriginId"]]
+
+
+def test_distribution_serves_the_page_from_s3_and_the_api_under_api(synth: Synth) -> None:
+    config = _distribution(synth)
+    assert config["Enabled"] is True and config["DefaultRootObject"] == "index.html"
+    assert config["PriceClass"] == synth.config.web_price_class
+    page_behaviour = config["DefaultCacheBehavior"]
+    (api_behaviour,) = config["CacheBehaviors"]
+    policy = {"Ref": synth.logical_id(synth.stack.web.headers_policy)}
+
+    assert page_behaviour["ViewerProtocolPolicy"] == "redirect-to-https"
+    assert page_behaviour["AllowedMethods"] == ["GET", "HEAD"]
+    assert page_behaviour["CachePolicyId"] == \
+        cloudfront.CachePolicy.CACHING_OPTIMIZED.cache_policy_id
+    assert page_behaviour["ResponseHeadersPolicyId"] == policy
+
+    assert api_behaviour["PathPattern"] == f"{API_PATH}/*"
+    assert api_behaviour["ViewerProtocolPolicy"] == "https-only"
+    assert "POST" in api_behaviour["AllowedMethods"]
+    # Search answers are never cached; the viewer's query string and headers reach the API.
+    assert api_behaviour["CachePolicyId"] == \
+        cloudfront.CachePolicy.CACHING_DISABLED.cache_policy_id
+    assert api_behaviour["OriginRequestPolicyId"] == \
+        cloudfront.OriginRequestPolicy.ALL_VIEWER_EXCEPT_HOST_HEADER.origin_request_policy_id
+    assert api_behaviour["ResponseHeadersPolicyId"] == policy
+    (association,) = api_behaviour["FunctionAssociations"]
+    assert association["EventType"] == "viewer-request"
+    function_id = synth.one("AWS::CloudFront::Function")[0]
+    assert association["FunctionARN"] == {"Fn::GetAtt": [function_id, "FunctionARN"]}
+
+    page, api = _origins(synth)
+    bucket_id = synth.logical_id(synth.stack.web.bucket)
+    assert page["DomainName"] == {"Fn::GetAtt": [bucket_id, "RegionalDomainName"]}
+    api_id = synth.logical_id(synth.stack.api.api)
+    stage_id = synth.logical_id(synth.stack.api.api.deployment_stage)
+    assert api_id in json.dumps(api["DomainName"]) and "execute-api" in json.dumps(api)
+    assert stage_id in json.dumps(api["OriginPath"]), "the stage is the origin path"
+    assert api["CustomOriginConfig"]["OriginProtocolPolicy"] == "https-only"
+    assert api["CustomOriginConfig"]["OriginSSLProtocols"] == ["TLSv1.2"]
+
+
+def test_distribution_is_https_only_and_logs_access(synth: Synth) -> None:
+    config = _distribution(synth)
+    behaviours = [config["DefaultCacheBehavior"], *config["CacheBehaviors"]]
+    assert {b["ViewerProtocolPolicy"] for b in behaviours} <= {"redirect-to-https",
+                                                               "https-only"}
+    log_bucket = synth.logical_id(synth.stack.web.log_bucket)
+    assert config["Logging"]["Bucket"] == {"Fn::GetAtt": [log_bucket, "RegionalDomainName"]}
+    # The default certificate pins TLSv1 (acknowledged as CFR4); a custom one gets TLS 1.2+.
+    assert "ViewerCertificate" not in config
+    assert synth.config.web_certificate_arn is None
+
+
+def test_a_custom_domain_gets_tls_1_2_or_newer() -> None:
+    """Construct-level: the Web component alone, with a certificate (a full synth is slow)."""
+    stack = Stack(App(), "WebOnly", env={"region": "us-east-1"})
+    config = DeploymentConfig(web_domain_name="shop.example.com", web_certificate_arn=(
+        "arn:aws:acm:us-east-1:123456789012:certificate/0d2f9c3e-1111-2222-3333-444455556666"))
+    _web_only(stack, config)
+    (distribution,) = Template.from_stack(stack).find_resources(
+        "AWS::CloudFront::Distribution").values()
+    config_out = distribution["Properties"]["DistributionConfig"]
+    assert config_out["Aliases"] == ["shop.example.com"]
+    assert config_out["ViewerCertificate"]["MinimumProtocolVersion"] == "TLSv1.2_2021"
+    assert config_out["ViewerCertificate"]["SslSupportMethod"] == "sni-only"
+
+
+def _web_only(stack: Stack, config: DeploymentConfig) -> Any:
+    """The Web construct over a stand-in query API, for knob tests without a full synth."""
+    from stacks.functions import PythonFunction
+    from stacks.query_api import QueryApi
+    from stacks.web import Web
+
+    function = PythonFunction(stack, "Fn", config=config, name="query", description="query",
+                              memory_mb=512, timeout_s=25, environment={}, network=None)
+    api = QueryApi(stack, "Api", config=config, function=function)
+    logs = s3.Bucket(stack, "Logs")
+    return Web(stack, "Web", config=config, api=api, access_log_bucket=logs)
+
+
+def test_origin_access_control_signs_every_page_request(synth: Synth) -> None:
+    oac_id, oac = synth.one("AWS::CloudFront::OriginAccessControl")
+    assert oac["Properties"]["OriginAccessControlConfig"] == {
+        **oac["Properties"]["OriginAccessControlConfig"],
+        "OriginAccessControlOriginType": "s3", "SigningBehavior": "always",
+        "SigningProtocol": "sigv4"}
+    page, _ = _origins(synth)
+    assert page["OriginAccessControlId"] == {"Fn::GetAtt": [oac_id, "Id"]}
+    assert page["S3OriginConfig"] == {"OriginAccessIdentity": ""}, "OAC, not a legacy OAI"
+
+
+def test_page_bucket_policy_allows_only_the_distribution(synth: Synth) -> None:
+    bucket_id = synth.logical_id(synth.stack.web.bucket)
+    (policy,) = [p["Properties"]["PolicyDocument"]
+                 for p in synth.resources("AWS::S3::BucketPolicy").values()
+                 if p["Properties"]["Bucket"] == {"Ref": bucket_id}]
+    allows = [s for s in _statements(policy) if s["Effect"] == "Allow"]
+    (cloudfront_read,) = [s for s in allows if s["Principal"] == {
+        "Service": "cloudfront.amazonaws.com"}]
+    assert cloudfront_read["Action"] == "s3:GetObject"
+    distribution_id = synth.one("AWS::CloudFront::Distribution")[0]
+    source = cloudfront_read["Condition"]["StringEquals"]["AWS:SourceArn"]
+    assert {"Ref": distribution_id} in source["Fn::Join"][1], "this distribution only"
+    assert ":distribution/" in json.dumps(source)
+    others = [s for s in allows if s is not cloudfront_read]
+    # The only other grant is CDK's auto-delete (dev: the bucket is emptied on delete).
+    assert [json.dumps(s["Principal"]) for s in others] == (
+        [] if synth.config.retain else
+        [json.dumps({"AWS": {"Fn::GetAtt": [
+            "CustomS3AutoDeleteObjectsCustomResourceProviderRole3B1BD092", "Arn"]}})])
+    bucket = synth.template["Resources"][bucket_id]["Properties"]
+    assert "WebsiteConfiguration" not in bucket, "a private bucket, not a website endpoint"
+
+
+def test_response_headers_policy(synth: Synth) -> None:
+    config = synth.one("AWS::CloudFront::ResponseHeadersPolicy")[1]["Properties"][
+        "ResponseHeadersPolicyConfig"]["SecurityHeadersConfig"]
+    assert config["ContentSecurityPolicy"] == {"ContentSecurityPolicy": PAGE_CSP,
+                                               "Override": True}
+    assert "frame-ancestors 'none'" in PAGE_CSP and "script-src 'self'" in PAGE_CSP
+    hsts = config["StrictTransportSecurity"]
+    assert hsts["AccessControlMaxAgeSec"] >= 365 * 24 * 3600 and hsts["Override"] is True
+    assert hsts["IncludeSubdomains"] is True
+    assert config["ContentTypeOptions"] == {"Override": True}  # nosniff
+    assert config["FrameOptions"] == {"FrameOption": "DENY", "Override": True}
+    assert config["ReferrerPolicy"]["Override"] is True
+    # The browser test's stand-in for CloudFront sends response_headers(): the same values.
+    sent = response_headers()
+    assert sent["Content-Security-Policy"] == PAGE_CSP
+    assert sent["Strict-Transport-Security"] == \
+        f"max-age={hsts['AccessControlMaxAgeSec']}; includeSubDomains"
+    assert sent["X-Frame-Options"] == config["FrameOptions"]["FrameOption"]
+    assert sent["Referrer-Policy"] == config["ReferrerPolicy"]["ReferrerPolicy"]
+    assert sent["X-Content-Type-Options"] == "nosniff"
+
+
+def test_api_key_is_added_by_cloudfront_on_the_api_origin_only(synth: Synth) -> None:
+    page, api = _origins(synth)
+    secret_id = synth.one("AWS::SecretsManager::Secret")[0]
+    reference = {"Fn::Join": ["", ["{{resolve:secretsmanager:", {"Ref": secret_id},
+                                   ":SecretString:::}}"]]}
+    assert api["OriginCustomHeaders"] == [{"HeaderName": API_KEY_HEADER,
+                                           "HeaderValue": reference}]
+    assert "OriginCustomHeaders" not in page
+    # The page's own key, in the usage plan: its value is the same secret, never a literal.
+    page_key_id = synth.logical_id(synth.stack.web.api_key)
+    keys = synth.resources("AWS::ApiGateway::ApiKey")
+    assert keys[page_key_id]["Properties"]["Value"] == reference
+    assert all("Value" not in k["Properties"] for i, k in keys.items() if i != page_key_id)
+    plan_keys = {json.dumps(k["Properties"]["KeyId"])
+                 for k in synth.resources("AWS::ApiGateway::UsagePlanKey").values()}
+    assert json.dumps({"Ref": page_key_id}) in plan_keys
+    # The header is nowhere else in the template (the page's files are checked below).
+    assert json.dumps(synth.template).count('"x-api-key"') == 1
+
+
+def _deployed_page_files(synth: Synth) -> dict[str, bytes]:
+    """The files the BucketDeployment uploads, read from the synthesized cloud assembly."""
+    (deployment,) = synth.resources("Custom::CDKBucketDeployment").values()
+    (key,) = deployment["Properties"]["SourceObjectKeys"]
+    staged = synth.outdir / f"asset.{key.removesuffix('.zip')}"
+    return {p.name: p.read_bytes() for p in staged.iterdir()}
+
+
+def test_page_files_are_the_served_files_with_a_generated_config(synth: Synth) -> None:
+    deployed = _deployed_page_files(synth)
+    assert deployed == page_files(API_PATH)
+    for name in ("index.html", "app.js", "style.css", "favicon.svg"):
+        assert deployed[name] == (WEB_DIR / name).read_bytes(), name
+    config = deployed["config.js"].decode()
+    assert config.startswith((WEB_DIR / "config.js").read_text().rstrip())
+    assert '"apiBase": "/api"' in config
+    json.loads(deployed["openapi.json"])
+    for name, content in deployed.items():
+        text = content.decode().lower()
+        for secret_trace in ("x-api-key", "resolve:secretsmanager", "apikey"):
+            assert secret_trace not in text, (name, secret_trace)
+    (deployment,) = synth.resources("Custom::CDKBucketDeployment").values()
+    assert deployment["Properties"]["DestinationBucketName"] == {
+        "Ref": synth.logical_id(synth.stack.web.bucket)}
+    assert deployment["Properties"]["SystemMetadata"] == {"cache-control": "no-cache"}
+
+
+def test_cloudfront_function_strips_the_api_prefix(synth: Synth) -> None:
+    """The function's code, run for real in node (CloudFront Functions are JavaScript)."""
+    code = synth.one("AWS::CloudFront::Function")[1]["Properties"]["FunctionCode"]
+    cases = {"/api/search": "/search", "/api/products/a%2Fb/similar": "/products/a%2Fb/similar",
+             "/api/health": "/health", "/api/": "/"}
+    script = code + "".join(
+        f"console.log(handler({{request: {{uri: {json.dumps(uri)}, headers: {{}}}}}}).uri);\n"
+        for uri in cases)
+    result = subprocess.run(["node", "-e", script], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert result.stdout.split() == list(cases.values())
+
+
+def test_web_waf_per_profile(dev: Synth, prod: Synth) -> None:
+    assert "WebACLId" not in _distribution(dev)
+    acl_id = prod.logical_id_of(prod.stack.web.web_acl)
+    acl = prod.template["Resources"][acl_id]["Properties"]
+    assert acl["Scope"] == "CLOUDFRONT" and prod.config.region == "us-east-1"
+    assert _distribution(prod)["WebACLId"] == {"Fn::GetAtt": [acl_id, "Arn"]}
+    (rate,) = [r for r in acl["Rules"] if r["Name"] == RATE_RULE]
+    assert rate["Action"] == {"Block": {}}
+    assert rate["Statement"]["RateBasedStatement"] == {
+        "AggregateKeyType": "IP", "Limit": prod.config.waf_rate_limit_per_5min}
+
+
+def test_web_url_output_is_the_distribution(synth: Synth) -> None:
+    distribution_id = synth.one("AWS::CloudFront::Distribution")[0]
+    assert synth.template["Outputs"]["WebUrl"]["Value"] == {"Fn::Join": ["", [
+        "https://", {"Fn::GetAtt": [distribution_id, "DomainName"]}, "/"]]}
+
+
+def test_web_false_leaves_the_page_out() -> None:
+    """`-c web=false`: the stack is built (not synthesized: that costs a minute) without it."""
+    _, stack = build_app({**BASE_CONTEXT, "web": "false"}, environ={})
+    assert stack.web is None
+    assert stack.node.try_find_child("Web") is None
+    assert stack.node.try_find_child("WebUrl") is None
+    assert stack.node.try_find_child("ApiUrl") is not None
 
 
 # ----------------------------------------------------------------------------- outputs

@@ -98,12 +98,35 @@ def test_env_var_switches_off_dependency_bundling() -> None:
     ({"serverless_memory_mb": "lots"}, "serverless_memory_mb must be an integer"),
     ({"serverless_memory": 4096}, "unknown clipsearch setting(s) serverless_memory"),
     ({"profile": "prod", "availability_zones": "us-east-1a"}, "availability_zones lists 1"),
+    ({"web_domain_name": "shop.example.com"}, "web_domain_name and web_certificate_arn go"),
+    ({"web_domain_name": "shop.example.com", "web_certificate_arn":
+      "arn:aws:acm:eu-west-1:123456789012:certificate/abc"}, "certificate ARN in us-east-1"),
+    ({"web_domain_name": "not a host", "web_certificate_arn":
+      "arn:aws:acm:us-east-1:123456789012:certificate/abc"}, "web_domain_name must be a host"),
+    ({"web_price_class": "PriceClass_1"}, "web_price_class must be one of"),
+    ({"web_acl_arn": "arn:aws:wafv2:eu-west-1:123456789012:regional/webacl/a/b"},
+     "web_acl_arn must be a CLOUDFRONT-scope"),
+    ({"api_authorization": "iam"}, "web=true needs api_authorization=none"),
+    ({"profile": "prod", "region": "eu-west-1"}, "CloudFront only takes a web ACL made in"),
 ])
 def test_impossible_values_fail_with_a_clear_message(context: dict[str, object],
                                                      message: str) -> None:
     with pytest.raises(ConfigError) as error:
         load_config(context, environ={})
     assert message in str(error.value)
+
+
+def test_page_waf_outside_us_east_1_takes_an_existing_acl_or_no_page() -> None:
+    acl = "arn:aws:wafv2:us-east-1:123456789012:global/webacl/clipsearch-web/0a1b2c"
+    here = load_config({"profile": "prod", "region": "us-east-1"}, environ={})
+    assert here.web and here.web_waf, "us-east-1: the stack makes the CLOUDFRONT ACL itself"
+    elsewhere = load_config({"profile": "prod", "region": "eu-west-1", "web_acl_arn": acl},
+                            environ={})
+    assert elsewhere.web and not elsewhere.web_waf and elsewhere.web_acl_arn == acl
+    no_page = load_config({"profile": "prod", "region": "eu-west-1", "web": "false"},
+                          environ={})
+    assert not no_page.web and not no_page.web_waf
+    assert not load_config({"web": "false", "api_authorization": "iam"}, environ={}).web
 
 
 def test_all_problems_are_reported_at_once() -> None:

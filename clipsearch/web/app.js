@@ -639,6 +639,7 @@
     el.catalogInfo.textContent = "The search server is not answering.";
   });
   showExamples(CONFIG.examples || []);
-  document.querySelector('.footer a[href="openapi.json"]').href = `${API}/openapi.json`;
+  document.querySelector('.footer a[href="openapi.json"]').href =
+    CONFIG.openapiUrl || `${API}/openapi.json`;
   loadFacets();
 })();
