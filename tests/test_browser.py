@@ -9,6 +9,7 @@ test-artifacts/ for people to look at.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -33,15 +34,14 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 PAGE_SIZE = 24  # clipsearch/web/config.js
 
 
-@pytest.fixture(scope="module")
-def base_url(demo_service) -> Iterator[str]:
-    """A real uvicorn server on a free loopback port, in a thread."""
+@contextlib.contextmanager
+def _serve(app: Any) -> Iterator[str]:
+    """A real uvicorn server for `app` on a free loopback port, in a thread."""
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(demo_service), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -49,10 +49,19 @@ def base_url(demo_service) -> Iterator[str]:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def base_url(demo_service) -> Iterator[str]:
+    """A real uvicorn server on a free loopback port, in a thread."""
+    with _serve(create_app(demo_service)) as url:
+        yield url
 
 
 def _unavailable(reason: str) -> None:
@@ -322,34 +331,6 @@ def cloudfront(demo_service) -> Iterator[tuple[str, CloudFrontStandIn]]:
     app = CloudFrontStandIn(create_app(demo_service), page_files(API_PATH), response_headers())
     with _serve(app) as url:
         yield url, app
-
-
-def _serve(app: Any):
-    """uvicorn on a free loopback port, in a thread, as a context manager."""
-    import contextlib
-
-    import uvicorn
-
-    @contextlib.contextmanager
-    def running() -> Iterator[str]:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.05)
-        try:
-            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
-            sock.close()
-
-    return running()
 
 
 # Collects every CSP violation the page reports, from the first script on.
