@@ -197,14 +197,18 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                                 progress=bar.update)
     failed = [(err.product_id or f"line {err.line}", str(err)) for err in catalog.errors]
     failed += report.failed
+    # Every product of the catalog (its unreadable lines included) ends in exactly one of
+    # indexed, skipped, failed: the three add up to `products`.
+    total = len(catalog.products) + len(catalog.errors)
     if args.json:
-        body = report.to_dict()
+        body = {"products": total, **report.to_dict()}
         body["failed"] = len(failed)
         body["failed_items"] = [{"id": i, "reason": r} for i, r in failed]
         print(json.dumps(body, indent=2))
     else:
-        print(f"indexed {report.indexed}, skipped {len(report.skipped)}, failed {len(failed)} "
-              f"({service.index.count()} products in {_index_location(args)})")
+        print(f"{total} products: indexed {report.indexed}, skipped {len(report.skipped)}, "
+              f"failed {len(failed)} ({service.index.count()} products in "
+              f"{_index_location(args)})")
         for pid, reason in report.skipped[:20]:
             print(f"  skipped {pid}: {reason}")
         for _, reason in failed[:50]:

@@ -509,3 +509,97 @@ def test_a_rerun_resumes_waiting_for_a_running_job(stack, catalog, alias, tmp_pa
     assert len(created) == 1 and report.job_name == created[0]["TransformJobName"]
     assert report.steps["transform"].status == "done"  # waited for, not skipped or restarted
     assert report.steps["upload"].status == "skipped" and report.indexed == 40
+
+
+# --------------------------------------------------------------------------- accounting
+
+
+def assert_accounts_for_all(report, total: int) -> None:
+    """indexed + skipped + failed == the catalog's size, each product in one place."""
+    ids = [f.id for f in report.failures] + [s.id for s in report.skipped]
+    assert len(ids) == len(set(ids))
+    assert report.products == total
+    assert report.indexed + len(report.skipped) + len(report.failures) == total
+    assert report.accounted == total
+
+
+def test_every_product_is_accounted_for_whatever_step_is_skipped(stack, catalog, alias, tmp_path,
+                                                                 opensearch_client):
+    """A corrupt image, a product without one and an unreadable line among good products,
+    through every path: fresh, re-run with state, without state, --force, --dry-run."""
+    ids = catalog_ids(catalog)
+    corrupt = ids[11]
+    image_of(catalog, corrupt).write_bytes(b"\x89PNG but not really")
+    with catalog.open("a") as handle:
+        handle.write('{"id": "no-image-1", "title": "A product without a photo"}\n')
+        handle.write('{"id": "broken-line", "title": \n')
+    total = 42
+
+    def check(report, *, indexed: int = 39) -> None:
+        assert_accounts_for_all(report, total)
+        assert report.indexed == indexed
+        failed = {f.id: f for f in report.failures}
+        assert failed[corrupt].step == "transform" and "invalid_image" in failed[corrupt].reason
+        assert [(s.id, s.reason) for s in report.skipped] == [("no-image-1", "no image")]
+        assert any(f.step == "catalog" and f.id.endswith(":42") for f in report.failures)
+
+    first, printed = run(stack, options(catalog, tmp_path))
+    check(first)
+    assert f"failed  {corrupt}: [transform]" in printed
+    saved = json.loads(first.path.read_text())
+    assert saved["accounted"] == total and saved["counts"]["products"] == total
+    assert saved["counts"]["indexed"] + saved["counts"]["skipped"] + saved["counts"][
+        "failed"] == total
+
+    # Re-run with the state file: every step skipped, the same accounts.
+    again, _ = run(stack, options(catalog, tmp_path))
+    assert again.steps["index"].status == "skipped"
+    check(again)
+
+    # Lost state (another machine): the index step is skipped because the live index
+    # holds this catalog; the corrupt product is still reported, from the version's _meta.
+    other, printed = run(stack, options(catalog, tmp_path, state_dir=tmp_path / "other"))
+    assert other.steps["transform"].status == "skipped"
+    assert other.steps["index"].status == "skipped"
+    check(other)
+    assert f"failed  {corrupt}: [transform]" in printed
+
+    # A version built without recorded failures: the transform output is the witness.
+    index = OpenSearchIndex(opensearch_client, alias=alias)
+    version = index.current_index()
+    mapping = opensearch_client.indices.get_mapping(index=version)[version]["mappings"]
+    meta = mapping["_meta"]
+    meta["bootstrap"].pop("failures")
+    opensearch_client.indices.put_mapping(index=version, body={"_meta": meta})
+    witness, _ = run(stack, options(catalog, tmp_path, state_dir=tmp_path / "third"))
+    check(witness)
+
+    # A product that vanished from the index without any step failing it is not lost.
+    vanished = ids[30]
+    opensearch_client.delete(index=version, id=vanished, refresh=True)
+    lost, _ = run(stack, options(catalog, tmp_path, state_dir=tmp_path / "fourth"))
+    assert_accounts_for_all(lost, total)
+    reasons = {f.id: (f.step, f.reason) for f in lost.failures}
+    assert reasons[vanished] == ("index", "missing from the index, and no step recorded why")
+    assert lost.indexed == 38
+
+    # --force ignores the state file; the live index still answers for every product.
+    forced, _ = run(stack, options(catalog, tmp_path, force=True))
+    assert_accounts_for_all(forced, total)
+    assert {f.id for f in forced.failures} >= {corrupt, vanished}
+
+    # A dry run against the live index says what is there, without writing anything.
+    dry, printed = run(stack, options(catalog, tmp_path, dry_run=True,
+                                      state_dir=tmp_path / "dry"))
+    assert_accounts_for_all(dry, total)
+    assert vanished in {f.id for f in dry.failures} and "would index 38" in printed
+
+
+def test_dry_run_of_a_new_catalog_accounts_for_what_it_would_index(stack, catalog, tmp_path):
+    with catalog.open("a") as handle:
+        handle.write('{"id": "no-image-1", "title": "A product without a photo"}\n')
+    image_of(catalog, catalog_ids(catalog)[0]).unlink()  # fails in prepare
+    report, printed = run(stack, options(catalog, tmp_path, dry_run=True))
+    assert_accounts_for_all(report, 41)
+    assert report.indexed == 39 and "would index 39" in printed
+    assert [f.step for f in report.failures] == ["prepare"]

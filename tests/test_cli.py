@@ -116,3 +116,26 @@ def test_console_script_end_to_end(tmp_path, tiny_clip_dir):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "error: k must be between 1 and 100, got 0 [k]"
+
+
+def test_ingest_counts_add_up_to_the_catalog(capsys, tmp_path, tiny_clip_dir, demo_catalog_path):
+    """indexed + skipped + failed == every product of the catalog, bad lines included."""
+    shutil.copytree(demo_catalog_path.parent / "images", tmp_path / "images")
+    lines = demo_catalog_path.read_text().splitlines()[:6]
+    corrupt = json.loads(lines[2])
+    (tmp_path / corrupt["image"]).write_bytes(b"GIF89a but nothing else")
+    lines += ['{"id": "no-image", "title": "Sold without a photo"}', "{oops",
+              json.dumps({"id": "missing-file", "title": "Gone", "image": "images/nope.png"})]
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_text("\n".join(lines) + "\n")
+    base = ["--data-dir", str(tmp_path / "data"), "--model", str(tiny_clip_dir)]
+    code, out, _err = run(capsys, *base, "ingest", str(catalog), "--no-progress", "--json")
+    assert code == 0
+    body = json.loads(out)
+    assert body["products"] == 9
+    assert (body["indexed"], body["skipped"], body["failed"]) == (5, 1, 3)
+    failed = {item["id"]: item["reason"] for item in body["failed_items"]}
+    assert set(failed) == {corrupt["id"], "missing-file", "line 8"}
+    assert "nope.png" in failed["missing-file"]
+    code, out, _err = run(capsys, *base, "ingest", str(catalog), "--no-progress")
+    assert "9 products: indexed 5, skipped 1, failed 3" in out

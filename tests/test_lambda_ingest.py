@@ -263,6 +263,35 @@ def test_bad_catalog_lines_are_skipped_and_reported_the_rest_is_indexed(new_worl
     assert sum(m.get("ProductsIndexed", [0])[0] for m in metrics) == 3
 
 
+
+def test_a_catalog_file_is_accounted_for_product_by_product(new_world, capsys):
+    """indexed + waiting + failed == the products the file names, in the batch's log."""
+    world = new_world(max_receive_count=5)
+    for i in range(6):
+        world.put(f"images/p{i}.png", b"not an image at all" if i == 5 else png(COLORS[i], seed=i))
+    drain(world, world.ingest)  # images before their catalog: nothing to encode yet
+    records = products(7)  # p6's image is never uploaded: it waits for it
+    records.append({"id": "web", "title": "Hosted", "image": "https://cdn.example/y.png"})
+    world.put("catalog/shop.jsonl", jsonl(records) + b'{"id": "broken", "title": \n')
+    capsys.readouterr()
+    (message,) = receive_all(world, 1)
+    response = world.ingest.handler(sqs_event(world, [message]), LambdaContext())
+    assert list(iter_failures(response)) == [message["MessageId"]]  # p5 is retried
+    captured = capsys.readouterr()
+    logs = [json.loads(line) for line in (captured.out + captured.err).splitlines()
+            if line.startswith("{") and '"catalog_accounts"' in line]
+    assert len(logs) == 1, captured.out[-2000:] + captured.err[-2000:]
+    catalog = logs[0]["catalog_accounts"]
+    assert catalog["products"] == 9
+    assert (catalog["indexed"], catalog["waiting"], catalog["failed"]) == (5, 1, 3)
+    assert catalog["indexed"] + catalog["waiting"] + catalog["failed"] == catalog["products"]
+    failed = {item["id"]: item["reason"] for item in catalog["failed_items"]}
+    assert set(failed) == {"p5", "web", "line 9"}
+    assert "invalid_image" in failed["p5"] or "image" in failed["p5"]
+    world.refresh()
+    assert sorted(index_state(world.opensearch, world.alias)) == [f"p{i}" for i in range(5)]
+
+
 # --------------------------------------------------------------------------- units
 
 

@@ -78,9 +78,53 @@ class IngestStats:
 
 
 @dataclass
+class CatalogTally:
+    """Where each product of one catalog file ended in this batch: the counts add up.
+
+    `products` is every id the file names (a bad line without an id counts as
+    `line N`); each is in exactly one of indexed (unchanged, updated with its
+    stored vector, or encoded now), waiting (its image is not in S3 yet) or
+    failed (a bad record, or encoding/indexing failed; retried on redelivery).
+    """
+
+    key: str
+    unchanged: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    to_encode: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)
+    bad: dict[str, str] = field(default_factory=dict)  # id (or "line N") -> reason
+    encoded: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def settle(self, failed: dict[str, str], indexed: set[str], waiting: set[str]) -> None:
+        """Resolve the products sent to encoding once the batch's encoding is over."""
+        for pid in self.to_encode:
+            if pid in failed:
+                self.failed[pid] = failed[pid]
+            elif pid in waiting:
+                self.waiting.append(pid)
+            elif pid in indexed:
+                self.encoded.append(pid)
+            else:  # not reached by the encoder: never silently dropped
+                self.failed[pid] = "not encoded in this invocation"
+        self.to_encode = []
+
+    def summary(self) -> dict[str, Any]:
+        indexed = len(self.unchanged) + len(self.updated) + len(self.encoded)
+        failed = {**self.bad, **self.failed}
+        return {"catalog": self.key,
+                "products": indexed + len(self.waiting) + len(failed),
+                "indexed": indexed, "unchanged": len(self.unchanged),
+                "updated": len(self.updated), "encoded": len(self.encoded),
+                "waiting": len(self.waiting), "failed": len(failed),
+                "failed_items": [{"id": k, "reason": v} for k, v in failed.items()]}
+
+
+@dataclass
 class BatchOutcome:
     failures: dict[str, str]  # SQS message id -> why it failed, in message order
     stats: IngestStats
+    catalogs: list[dict[str, Any]] = field(default_factory=list)  # CatalogTally.summary()s
 
     def batch_item_failures(self) -> dict[str, list[dict[str, str]]]:
         return {"batchItemFailures": [{"itemIdentifier": mid} for mid in self.failures]}
@@ -122,6 +166,10 @@ class Ingestor:
         self.remaining_s = remaining_s
         self.time_margin = time_margin
         self._index_ready = False
+        # Per batch (reset by `process`): what became of each product sent to encoding.
+        self._failed_ids: dict[str, str] = {}
+        self._indexed_ids: set[str] = set()
+        self._waiting_ids: set[str] = set()
 
     # ------------------------------------------------------------------ batch
 
@@ -168,9 +216,13 @@ class Ingestor:
         key_errors: dict[str, str] = {}
         pending: dict[str, _Pending] = {}
         fetched: dict[str, bytes | None] = {}
+        self._failed_ids, self._indexed_ids, self._waiting_ids = {}, set(), set()
+        tallies: list[CatalogTally] = []
         for key in catalog_keys:
+            tally = CatalogTally(key)
             try:
-                self._catalog(key, pending, stats)
+                self._catalog(key, pending, stats, tally)
+                tallies.append(tally)
             except ClipsearchError as exc:
                 key_errors[key] = exc.message
                 log.error("catalog %s failed: %s", key, exc.message)
@@ -183,6 +235,19 @@ class Ingestor:
                 log.error("images failed: %s", exc.message)
         if pending:
             self._encode(pending, fetched, key_errors, stats)
+        summaries = []
+        for tally in tallies:
+            tally.settle(self._failed_ids, self._indexed_ids, self._waiting_ids)
+            summary = tally.summary()
+            summaries.append(summary)
+            # A catalog with failed products is worth a warning: they are retried, and
+            # end in the DLQ if they keep failing.
+            log.log(logging.WARNING if summary["failed"] else logging.INFO,
+                    "catalog %s: %d products = %d indexed (%d unchanged, %d updated, "
+                    "%d encoded) + %d waiting for their image + %d failed", tally.key,
+                    summary["products"], summary["indexed"], summary["unchanged"],
+                    summary["updated"], summary["encoded"], summary["waiting"],
+                    summary["failed"], extra={"catalog_accounts": summary})
 
         for message in messages:
             if message.message_id in message_errors:
@@ -196,11 +261,12 @@ class Ingestor:
         ordered = {m.message_id: message_errors[m.message_id] for m in messages
                    if m.message_id in message_errors}
         stats.failed_messages = len(ordered)
-        return BatchOutcome(ordered, stats)
+        return BatchOutcome(ordered, stats, summaries)
 
     # ------------------------------------------------------------------ catalogs
 
-    def _catalog(self, key: str, pending: dict[str, _Pending], stats: IngestStats) -> None:
+    def _catalog(self, key: str, pending: dict[str, _Pending], stats: IngestStats,
+                 tally: CatalogTally) -> None:
         stats.catalogs += 1
         data = self.bucket.get(key, max_bytes=CATALOG_MAX_BYTES)
         if data is None:
@@ -216,6 +282,8 @@ class Ingestor:
         if len(errors) > 50:
             log.warning("... and %d more bad records in %s", len(errors) - 50, key)
 
+        for error in errors:
+            tally.bad[error.product_id or f"line {error.line}"] = error.message
         listed = {r.product.id for r in records}
         stale = [r.product.id for r in self.catalog.by_source(key)
                  if r.product.id not in listed]
@@ -232,15 +300,19 @@ class Ingestor:
             current = existing.get(product.id)
             if record.image_key is None:
                 stats.products_waiting += 1
+                if product.id not in tally.bad:  # a record that can never be indexed failed
+                    tally.waiting.append(product.id)
                 if current is not None:
                     drop.append(product.id)
                 continue
             if current is not None and current[0].image == product.image:
                 if current[0] == product:
                     stats.products_unchanged += 1
+                    tally.unchanged.append(product.id)
                 else:
                     reuse.append(IndexRecord(product, current[1]))
                 continue
+            tally.to_encode.append(product.id)
             entry = pending.setdefault(product.id, _Pending(record))
             entry.record = record
             entry.owners.add(key)
@@ -249,6 +321,7 @@ class Ingestor:
         if reuse:
             result = self.index.upsert(reuse)
             stats.products_updated += result.indexed
+            tally.updated += [r.product.id for r in reuse]
             if result.failures:
                 stats.products_failed += len(result.failures)
                 first = result.failures[0]
@@ -354,6 +427,7 @@ class Ingestor:
         def fail(entries: Iterable[_Pending], reason: str) -> None:
             for entry in entries:
                 stats.products_failed += 1
+                self._failed_ids.setdefault(entry.record.product.id, reason)
                 for owner in entry.owners:
                     key_errors.setdefault(owner, f"product {entry.record.product.id}: {reason}")
 
@@ -380,6 +454,7 @@ class Ingestor:
             if absent:
                 waiting = [e.record.product.id for k in absent for e in by_image[k]]
                 stats.products_waiting += len(waiting)
+                self._waiting_ids.update(waiting)
                 stats.products_deleted += self.index.delete(waiting)
             ready = [k for k in chunk if fetched.get(k) is not None]
             if not ready:
@@ -416,6 +491,8 @@ class Ingestor:
             fail([pending[r.product.id] for r in records], exc.message)
             return
         stats.products_indexed += result.indexed
+        rejected = {failure.id for failure in result.failures}
+        self._indexed_ids.update(r.product.id for r in records if r.product.id not in rejected)
         for failure in result.failures:
             entry = pending.get(failure.id)
             if entry is not None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from clipsearch.bootstrap.accounting import META_FAILURES_LIMIT
 from clipsearch.bootstrap.prepare import Failure
 from clipsearch.catalog import Product
 from clipsearch.errors import ConfigurationError
@@ -132,7 +133,10 @@ def load_version(
     if count != result.indexed:
         raise ConfigurationError(f"{name} holds {count} documents but {result.indexed} were "
                                  "acknowledged; not publishing it")
+    # The failures travel with the version, so a re-run that lost its state file (or
+    # runs on another machine) can still say why a product is missing.
     _set_meta(index, name, complete=True, indexed=result.indexed,
-              failed=len(result.failures), model=model_id)
+              failed=len(result.failures), model=model_id,
+              failures=[f.to_dict() for f in result.failures[:META_FAILURES_LIMIT]])
     result.seconds = time.perf_counter() - started
     return result

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from clipsearch.bootstrap import BootstrapError
+from clipsearch.bootstrap.accounting import Accounting, account, unique_ids
 from clipsearch.bootstrap.options import BootstrapOptions
 from clipsearch.bootstrap.prepare import Failure, PreparedCatalog, prepare_catalog
 from clipsearch.bootstrap.target import Target, resolve_target
@@ -121,6 +122,7 @@ class Report:
     images: int = 0
     embedded: int = 0
     indexed: int = 0
+    accounted: int | None = None  # indexed + skipped + failed, once the run accounted for all
     failures: list[Failure] = field(default_factory=list)
     skipped: list[Failure] = field(default_factory=list)
     steps: dict[str, StepReport] = field(
@@ -144,6 +146,9 @@ class Report:
             "steps": {name: step.to_dict() for name, step in self.steps.items()},
             "failed": [f.to_dict() for f in self.failures],
             "skipped": [f.to_dict() for f in self.skipped],
+            # indexed + skipped + failed; equals counts.products once the run has checked
+            # the index (null when it stopped before that).
+            "accounted": self.accounted,
         }
 
     def render(self, limit: int = 50) -> str:
@@ -159,11 +164,15 @@ class Report:
         verb = "would index" if self.dry_run else "indexed"
         lines.append(f"products {self.products}  images {self.images}  embedded {self.embedded}"
                      f"  {verb} {self.indexed}  failed {len(self.failures)}"
-                     f"  skipped {len(self.skipped)} (no image)")
-        for failure in self.failures[:limit]:
-            lines.append(f"  failed  {failure.id}: [{failure.step}] {failure.reason}")
-        if len(self.failures) > limit:
-            lines.append(f"  ... and {len(self.failures) - limit} more in the JSON report")
+                     f"  skipped {len(self.skipped)}")
+        for label, items in (("failed ", self.failures), ("skipped", self.skipped)):
+            for item in items[:limit]:
+                lines.append(f"  {label} {item.id}: [{item.step}] {item.reason}")
+            if len(items) > limit:
+                lines.append(f"  ... and {len(items) - limit} more in the JSON report")
+        if self.accounted is not None and self.accounted != self.products:
+            lines.append(f"  WARNING: {self.accounted} of {self.products} products accounted "
+                         "for; please report this")
         if self.path is not None:
             lines.append(f"report: {self.path}")
         return "\n".join(lines)
@@ -280,6 +289,7 @@ class Bootstrap:
                       if img.key not in upload_failed or img.path is None}
             plan, model = self._transform(prepared, images, state_dir)
             self._index_and_publish(prepared, plan, model)
+            self._account(plan, model)
             self._upload_catalog(prepared)
         except BaseException as exc:
             # The report still says how far the run got, and which step stopped it.
@@ -309,7 +319,10 @@ class Bootstrap:
         self.report.failures += prepared.failures
         self.report.skipped += prepared.skipped
         dropped = sum(1 for f in prepared.failures if f.step == "prepare")
-        self.report.products = len(prepared.products) + dropped
+        # Every id the catalog names, the unreadable lines' too, so the counts add up.
+        self.catalog_ids = unique_ids((f.id for f in prepared.failures),
+                                      (p.id for p in prepared.products))
+        self.report.products = len(self.catalog_ids)
         self.report.images = len(prepared.images) + dropped
         size = sum(img.size for img in prepared.uploads)
         step.status = "done"  # no products/s: reading and hashing is not a throughput step
@@ -619,7 +632,7 @@ class Bootstrap:
         index_step, publish_step = report.steps["index"], report.steps["publish"]
         fp = fingerprint("index", plan.run_id, prepared.metadata_digest(), model.model_id,
                          self.target.alias)
-        index = self.index_factory(self.target)
+        index = self.index = self.index_factory(self.target)
         check_alias_free(index)
         current, live_fp = live_fingerprint(index)
         report.previous_index = current
@@ -679,6 +692,56 @@ class Bootstrap:
                                 f"(was {previous or 'nothing'}{dropped})")
         report.previous_index = previous
         self.state.finish("publish", fp, index=result.index, previous=previous)
+
+    # ------------------------------------------------------------------ accounting
+
+    def _account(self, plan: Any, model: Any) -> None:
+        """Put every catalog product in exactly one of indexed, skipped, failed.
+
+        The index is the witness: whatever step was skipped, the products the
+        live version lacks are found by id and explained (see `accounting`).
+        A dry run that would build a new version counts what it would send.
+        """
+        from clipsearch.bootstrap.indexing import bootstrap_meta
+
+        report, index_step = self.report, self.report.steps["index"]
+        index = getattr(self, "index", None)
+        explainers: list[Any] = []
+        if index_step.status == "planned" or index is None or report.index is None:
+            would = set(plan.ids)
+            present: Any = lambda ids: {pid for pid in ids if pid in would}  # noqa: E731
+        else:
+            version = index.staging(report.index)
+            present = version.existing_ids
+            recorded = {f["id"]: Failure(**f) for f in
+                        bootstrap_meta(index, report.index).get("failures") or []}
+            explainers = [lambda ids: {pid: recorded[pid] for pid in ids if pid in recorded},
+                          lambda ids: self._transform_reasons(plan, model, ids)]
+        result: Accounting = account(self.catalog_ids, failures=report.failures,
+                                     skipped=report.skipped, present=present,
+                                     explainers=explainers)
+        report.failures, report.skipped = result.failed, result.skipped
+        report.indexed = len(result.indexed)
+        report.accounted = result.total
+
+    def _transform_reasons(self, plan: Any, model: Any, ids: Any) -> dict[str, Failure]:
+        """Why the transform output has no vector for `ids`, read from the outputs again."""
+        from clipsearch.bootstrap.outputs import parse_multirecord, parse_single
+        from clipsearch.bootstrap.transform import locate_outputs
+
+        wanted = set(ids)
+        files = [f for f in plan.files if wanted.intersection(f.ids)]
+        if not files:
+            return {}
+        parse = parse_multirecord if plan.mode == "jsonlines" else parse_single
+        located = locate_outputs(self.s3, plan)
+        reasons: dict[str, Failure] = {}
+        for entry in files:
+            key = located.get(entry.output_key)
+            body = self._read_object(plan.bucket, key) if key else None
+            parsed = parse(body, entry.ids, entry.output_key, model.dimension)
+            reasons.update((f.id, f) for f in parsed.failures if f.id in wanted)
+        return reasons
 
     def _load(self, index: Any, prepared: PreparedCatalog, plan: Any, model: Any,
               fp: str) -> Any:

@@ -391,6 +391,22 @@ class OpenSearchIndex:
         return _product(source) if source else None
 
     @_unavailable_on_transport_errors
+    def existing_ids(self, product_ids: Sequence[str], *, page: int = 1000) -> set[str]:
+        """Which of `product_ids` the index holds: `_mget` without sources, a page at a time.
+
+        Cheap enough to check a whole catalog (the bootstrap's accounting does).
+        """
+        found: set[str] = set()
+        ids = list(product_ids)
+        for start in range(0, len(ids), page):
+            response = self._unless_missing(lambda s=start: self.client.mget(
+                index=self.target, body={"ids": ids[s:s + page]}, _source=False), None)
+            if response is None:
+                return set()
+            found.update(doc["_id"] for doc in response.get("docs", []) if doc.get("found"))
+        return found
+
+    @_unavailable_on_transport_errors
     def get_vector(self, product_id: str) -> np.ndarray | None:
         source = self._get(product_id, _source_includes="vector")
         return None if source is None else np.asarray(source["vector"], dtype=np.float32)

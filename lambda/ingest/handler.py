@@ -162,5 +162,8 @@ def _handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     logger.info("batch done", extra={"messages": len(messages),
                                      "failed": len(outcome.failures),
                                      "stats": vars(outcome.stats),
+                                     # per catalog file: indexed + waiting + failed = products
+                                     "catalogs": [{**c, "failed_items": c["failed_items"][:20]}
+                                                  for c in outcome.catalogs],
                                      "latency_ms": round(elapsed_ms, 1)})
     return outcome.batch_item_failures()
