@@ -384,8 +384,9 @@ class DeploymentConfig:
         check(not self.waf_enabled or self.region == "us-east-1" or self.web_acl_arn is not None,
               f"waf_enabled with web=true in {self.region}: CloudFront only takes a web ACL "
               "made in us-east-1, which a stack in another region cannot create. Pass "
-              "web_acl_arn=<a CLOUDFRONT-scope ACL in us-east-1> (docs/aws.md, 'WAF for the "
-              "page'), deploy to us-east-1, or set web=false")
+              "web_acl_arn=<a CLOUDFRONT-scope ACL in us-east-1> (scripts/web_acl.py --name "
+              "NAME --create makes one; docs/aws.md, 'WAF for the page'), deploy to us-east-1, "
+              "or set web=false")
 
     @property
     def web_waf(self) -> bool:

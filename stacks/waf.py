@@ -63,3 +63,21 @@ def web_acl(scope: Construct, construct_id: str, config: DeploymentConfig, *,
             managed(2, "AWSManagedRulesKnownBadInputsRuleSet", []),
         ],
     )
+
+
+def create_web_acl_input(config: DeploymentConfig, name: str) -> dict[str, Any]:
+    """The page's rules as an `aws wafv2 create-web-acl --cli-input-json` document.
+
+    For a stack outside us-east-1, whose distribution needs a CLOUDFRONT-scope
+    ACL it cannot create itself (scripts/web_acl.py prints this). The rules
+    are the ones `web_acl` builds, rendered by CDK: CloudFormation's
+    WAFv2 properties have the API's names and shapes.
+    """
+    from aws_cdk import App, Environment, Stack
+    from aws_cdk.assertions import Template
+
+    stack = Stack(App(), "WebAclDocument", env=Environment(region="us-east-1"))
+    acl = web_acl(stack, "WebAcl", config, acl_scope="CLOUDFRONT", metric_name=name)
+    properties = Template.from_stack(stack).to_json()["Resources"][
+        stack.get_logical_id(acl)]["Properties"]
+    return {"Name": name, "Description": "clipsearch search page (CloudFront)", **properties}
