@@ -122,6 +122,14 @@ def _settings_parser() -> argparse.ArgumentParser:
     msrv.add_argument("--endpoint-name", default="clipsearch-clip",
                       help="name answered on POST /endpoints/NAME/invocations")
 
+    from clipsearch.eval.cli import DESCRIPTION as EVAL_DESCRIPTION
+    from clipsearch.eval.cli import add_arguments as add_eval_arguments
+
+    evaluate = sub.add_parser("eval", help="measure search quality on a query set (recall, "
+                              "MRR, nDCG, latency), compare configurations, gate regressions",
+                              description=EVAL_DESCRIPTION)
+    add_eval_arguments(evaluate)
+
     from clipsearch.bootstrap.cli import DESCRIPTION as BOOTSTRAP_DESCRIPTION
     from clipsearch.bootstrap.cli import add_arguments as add_bootstrap_arguments
 
@@ -322,6 +330,38 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from clipsearch.eval.cli import run_from_args
+
+    return run_from_args(args, lambda config: _eval_target(args, config))
+
+
+def _eval_target(args: argparse.Namespace, config):
+    """The target one eval configuration names; its keys override the global options."""
+    from clipsearch.eval.targets import ApiTarget, ServiceTarget
+
+    overrides = dict(config.target)
+    picks_index = "opensearch" in overrides or "data_dir" in overrides
+    api = overrides.get("api", None if picks_index else args.api)
+    if api:
+        key = args.api_key
+        if "api_key_env" in overrides:
+            key = os.environ.get(str(overrides["api_key_env"]))
+            if not key:
+                raise ConfigurationError(f"configuration {config.name!r}: environment variable "
+                                         f"{overrides['api_key_env']} is not set")
+        return ApiTarget(str(api), key, name=config.name)
+    ns = argparse.Namespace(**vars(args))
+    if "data_dir" in overrides and "opensearch" not in overrides:
+        ns.opensearch = None
+    for key in ("model", "opensearch", "alias", "ann_threshold", "hnsw_ef_search"):
+        if key in overrides:
+            setattr(ns, key, overrides[key])
+    if "data_dir" in overrides:
+        ns.data_dir = Path(str(overrides["data_dir"]))
+    return ServiceTarget(_service(ns), name=config.name)
+
+
 def cmd_bootstrap(args: argparse.Namespace) -> int:
     from clipsearch.bootstrap.cli import run_from_args
 
@@ -372,6 +412,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS = {
     "ingest": cmd_ingest, "search": cmd_search, "info": cmd_info, "delete": cmd_delete,
     "serve": cmd_serve, "model": cmd_model, "demo": cmd_demo, "bootstrap": cmd_bootstrap,
+    "eval": cmd_eval,
 }
 
 

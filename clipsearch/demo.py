@@ -61,12 +61,15 @@ def demo_products(image_dir: Path) -> list[Product]:
         for si, shape in enumerate(SHAPES):
             pid = f"demo-{color}-{shape}"
             image_path = image_dir / f"{pid}.png"
+            # A second photo per product (a close-up), so `clipsearch eval --generate
+            # image2product` has a non-main image to query with.
+            closeup_path = image_dir / f"{pid}-closeup.png"
             price = round(9.5 + 7.25 * ci + 3.5 * si + math.sin(ci * 5 + si) * 2, 2)
             title = f"{color.capitalize()} {shape} {CATEGORIES[shape]}"
             products.append(Product(
                 id=pid,
                 title=title,
-                image=str(image_path.resolve()),
+                images=(str(image_path.resolve()), str(closeup_path.resolve())),
                 attributes={"color": color, "pattern": shape,
                             "category": CATEGORIES[shape], "price": price},
             ))
@@ -79,10 +82,12 @@ def write_demo_catalog(directory: Path) -> Path:
     image_dir.mkdir(parents=True, exist_ok=True)
     products = demo_products(image_dir)
     for product in products:
-        path = Path(product.image or "")
-        if not path.exists():
+        main, closeup = (Path(i) for i in product.images)
+        if not (main.exists() and closeup.exists()):
             color, shape = product.attributes["color"], product.attributes["pattern"]
-            _draw(COLORS[str(color)], str(shape)).save(path)
+            image = _draw(COLORS[str(color)], str(shape))
+            image.save(main)
+            image.crop((28, 28, 196, 196)).resize(image.size).save(closeup)
     catalog = directory / "catalog.jsonl"
     write_jsonl(products, catalog, base_dir=directory)
     return catalog

@@ -17,8 +17,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 case "$profile" in
-  demo) extras="local,server" ;;
-  *)    extras="local,aws,server,cdk,dev" ;;
+  demo) extras="local,server,eval" ;;
+  *)    extras="local,aws,server,cdk,dev,eval" ;;
 esac
 
 stamp="$VENV/.clipsearch-$profile-$(sha256sum pyproject.toml | cut -c1-16)"

@@ -6,7 +6,12 @@ written by `save_pretrained`, exactly as a downloaded model would.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,6 +43,30 @@ def demo_products(demo_catalog_path):
     result = read_catalog(demo_catalog_path)
     assert not result.errors
     return result.products
+
+
+@contextlib.contextmanager
+def live_server(app) -> Iterator[str]:
+    """Serve an ASGI app with a real uvicorn on a free loopback port, in a thread."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
 
 
 def png_bytes(color=(200, 10, 10), size=(48, 40)) -> bytes:
