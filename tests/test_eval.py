@@ -436,3 +436,14 @@ def test_usage_errors_are_one_line(capsys, demo_eval, tmp_path):
     ]:
         code, _, err = run(capsys, *base, "eval", *argv)
         assert code == 2 and err.startswith("error:") and message in err, (argv, err)
+
+
+def test_generated_set_runs_at_once_without_write(capsys, demo_eval):
+    base, _, root = demo_eval
+    code, out, err = run(capsys, *base, "eval", "--generate", "image2product", "--from-catalog",
+                         str(root / "catalog" / "catalog.jsonl"), "--sample", "3", "--json",
+                         "--no-progress")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["queries"] == 3
+    assert all(row["id"].startswith("image2product:demo-") for row in doc["per_query"])
