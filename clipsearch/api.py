@@ -36,6 +36,7 @@ from clipsearch.errors import (
     ServiceUnavailableError,
     ValidationError,
 )
+from clipsearch.strict import scrub
 
 if TYPE_CHECKING:
     from clipsearch.service import SearchService
@@ -59,8 +60,24 @@ class ApiResponse:
     headers: dict[str, str] = field(default_factory=dict)
 
     def json_bytes(self) -> bytes:
-        """The one serialisation both runtimes use, so the bytes match too."""
-        return json.dumps(self.body, ensure_ascii=False, separators=(",", ":"),
+        """The one serialisation both runtimes use, so the bytes match too.
+
+        `handle` calls it inside its error handling, so a body that cannot be
+        serialised becomes a 500 there; the bytes are kept for the runtime.
+        """
+        cached = self.__dict__.get("_bytes")
+        if cached is None:
+            cached = _dumps(self.body)
+            object.__setattr__(self, "_bytes", cached)
+        return cached
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate quoted from the request
+        return json.dumps(scrub(body), ensure_ascii=False, separators=(",", ":"),
                           allow_nan=False).encode("utf-8")
 
 
@@ -100,24 +117,40 @@ def handle(
     try:
         route, params = _match(method.upper(), path)
         body_dict = route(service, params, query or {}, body, _lower_keys(headers), image_url)
-        return ApiResponse(200, body_dict, {"Content-Type": JSON_CONTENT_TYPE})
+        response = ApiResponse(200, body_dict, {"Content-Type": JSON_CONTENT_TYPE})
+        response.json_bytes()  # serialised here, where a failure is still a clean 500
+        return response
     except MethodNotAllowedError as exc:
         return _error(exc, {"Allow": ", ".join(exc.allowed)})
     except ServiceUnavailableError as exc:
+        log.warning("%s %s: %s", method, scrub(path[:200]), scrub(exc.message))
         return _error(exc, {"Retry-After": str(max(1, int(exc.retry_after)))})
     except ClipsearchError as exc:
         if exc.status >= 500:
-            log.error("%s %s failed: %s: %s", method, path, type(exc).__name__, exc.message)
+            # The details stay here: the client gets the class's public text.
+            log.error("%s %s failed: %s: %s", method, scrub(path[:200]),
+                      type(exc).__name__, scrub(exc.message))
         return _error(exc)
     except Exception:
         # A bug. The log gets the traceback; the client gets nothing it could use.
-        log.exception("unhandled error in %s %s", method, path)
-        return ApiResponse(500, internal_error_body(), {"Content-Type": JSON_CONTENT_TYPE})
+        log.exception("unhandled error in %s %s", method, scrub(path[:200]))
+        return internal_error_response()
+
+
+def internal_error_response() -> ApiResponse:
+    """The opaque 500, for bugs and for anything that cannot be serialised."""
+    return ApiResponse(500, internal_error_body(), {"Content-Type": JSON_CONTENT_TYPE})
 
 
 def _error(exc: ClipsearchError, extra: Mapping[str, str] | None = None) -> ApiResponse:
     headers = {"Content-Type": JSON_CONTENT_TYPE, **(extra or {})}
-    return ApiResponse(exc.status, exc.to_body(), headers)
+    response = ApiResponse(exc.status, exc.to_body(), headers)
+    try:
+        response.json_bytes()
+    except Exception:
+        log.exception("error body for %s cannot be serialised", type(exc).__name__)
+        return internal_error_response()
+    return response
 
 
 def _lower_keys(headers: Mapping[str, str] | None) -> dict[str, str]:
@@ -173,7 +206,7 @@ def _no_params(query: Mapping[str, str]) -> None:
 def _post_search(service, params, query, body, headers, image_url) -> dict[str, Any]:
     _no_params(query)
     length = headers.get("content-length", "")
-    if length.isdigit() and int(length) > config.MAX_REQUEST_BYTES:
+    if length.isascii() and length.isdigit() and int(length) > config.MAX_REQUEST_BYTES:
         # Refuse on the declared size, before reading or parsing anything.
         raise PayloadTooLargeError(
             f"request body is {int(length):,} bytes; the limit is "

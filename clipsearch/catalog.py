@@ -2,7 +2,10 @@
 
 Readers never stop at the first bad record: a catalog of thousands of lines
 with one typo should still load, and the typo should be reported with its
-line number so the user can fix it.
+line number so the user can fix it. That holds for every kind of bad line:
+bytes that are not UTF-8, JSON nested too deep or holding non-finite or huge
+numbers (`clipsearch.strict`), strings that are not well-formed Unicode,
+and any unexpected failure while validating one record.
 """
 
 from __future__ import annotations
@@ -11,14 +14,19 @@ import contextlib
 import csv
 import gzip
 import json
+import logging
+import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from clipsearch import config
+from clipsearch import config, strict
 from clipsearch.errors import ValidationError
+
+log = logging.getLogger(__name__)
 
 AttributeValue = str | int | float | bool
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]*$")
@@ -115,16 +123,34 @@ def _validate_attributes(raw: Any) -> dict[str, AttributeValue]:
             raise ValidationError(f"attribute name {key!r} is reserved", field="attributes")
         if value is None:
             continue
-        if isinstance(value, float) and value != value:  # NaN cannot be filtered or ranked
-            raise ValidationError(f"attribute {key!r} is NaN", field=f"attributes.{key}")
+        where = f"attributes.{key}"
         if not isinstance(value, str | int | float | bool):
             raise ValidationError(
                 f"attribute {key!r} must be a string, number or boolean, "
                 f"got {type(value).__name__}",
-                field=f"attributes.{key}",
+                field=where,
             )
-        out[key] = value
+        out[key] = _check_attribute_value(key, value, where)
     return out
+
+
+def _check_attribute_value(key: str, value: AttributeValue, where: str) -> AttributeValue:
+    """Numbers must survive every backend (finite, exact in a float64); text must encode."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        # NaN and infinity cannot be filtered, ranked or written as JSON.
+        raise ValidationError(f"attribute {key!r} is {value}; numbers must be finite",
+                              field=where)
+    if isinstance(value, int) and abs(value) > config.JSON_MAX_INT:
+        raise ValidationError(f"attribute {key!r} is outside +-{config.JSON_MAX_INT:,} "
+                              "(2**53-1)", field=where)
+    if isinstance(value, str):
+        strict.check_text(value, where, f"attribute {key!r}")
+        if len(value) > config.MAX_TITLE_CHARS:
+            raise ValidationError(f"attribute {key!r} is longer than "
+                                  f"{config.MAX_TITLE_CHARS} characters", field=where)
+    return value
 
 
 def product_from_dict(raw: Any, base_dir: Path | None = None) -> Product:
@@ -138,6 +164,7 @@ def product_from_dict(raw: Any, base_dir: Path | None = None) -> Product:
     title = raw.get("title")
     if not isinstance(title, str) or not title.strip():
         raise ValidationError("title must be a non-empty string", field="title")
+    strict.check_text(title, "title", "title")
     if len(title) > config.MAX_TITLE_CHARS:
         raise ValidationError(
             f"title is longer than {config.MAX_TITLE_CHARS} characters", field="title"
@@ -154,6 +181,10 @@ def product_from_dict(raw: Any, base_dir: Path | None = None) -> Product:
 def _validate_image_ref(value: Any, field_name: str, base_dir: Path | None) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValidationError("image must be a non-empty string", field=field_name)
+    strict.check_text(value, field_name, "image")
+    if "\x00" in value or len(value) > config.MAX_IMAGE_REF_CHARS:
+        raise ValidationError(f"image is not a usable path or URI (a NUL character, or "
+                              f"longer than {config.MAX_IMAGE_REF_CHARS})", field=field_name)
     return resolve_image_ref(value.strip(), base_dir)
 
 
@@ -182,6 +213,7 @@ def _validate_description(value: Any) -> str | None:
         return None
     if not isinstance(value, str):
         raise ValidationError("description must be a string", field="description")
+    strict.check_text(value, "description", "description")
     value = value.strip()
     if len(value) > config.MAX_DESCRIPTION_CHARS:
         raise ValidationError(
@@ -223,30 +255,62 @@ class CatalogReadResult:
 
 
 def iter_jsonl(
-    lines: Iterator[str], source: str, base_dir: Path | None
+    lines: Iterable[str | bytes], source: str, base_dir: Path | None
 ) -> Iterator[Product | RecordError]:
-    """Parse JSON Lines, yielding a Product or a RecordError for each non-blank line."""
+    """Parse JSON Lines, yielding a Product or a RecordError for each non-blank line.
+
+    Lines may be bytes: one that is not UTF-8 is then that line's error, not
+    the file's.
+    """
     for number, line in enumerate(lines, start=1):
+        if isinstance(line, bytes | bytearray):
+            try:
+                line = bytes(line).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield RecordError(source, number, f"line is not UTF-8 (byte {exc.start + 1} "
+                                  "of the line)")
+                continue
         if not line.strip():
             continue
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield RecordError(source, number, f"malformed JSON: {exc.msg} (column {exc.colno})")
-            continue
-        try:
-            yield product_from_dict(raw, base_dir)
-        except ValidationError as exc:
-            pid = raw.get("id") if isinstance(raw, dict) else None
-            pid = pid if isinstance(pid, str) else None
-            field_note = f" [{exc.field}]" if exc.field else ""
-            yield RecordError(source, number, exc.message + field_note, pid)
+        yield _parse_line(line, number, source, base_dir)
+
+
+def _parse_line(line: str, number: int, source: str,
+                base_dir: Path | None) -> Product | RecordError:
+    raw: Any = None
+    try:
+        raw = strict.loads(line)
+        return product_from_dict(raw, base_dir)
+    except json.JSONDecodeError as exc:
+        where = f" (column {exc.colno})" if exc.pos else ""
+        return RecordError(source, number, f"malformed JSON: {exc.msg}{where}")
+    except ValidationError as exc:
+        field_note = f" [{exc.field}]" if exc.field else ""
+        return RecordError(source, number, exc.message + field_note, _record_id(raw))
+    except Exception as exc:  # one record must never stop the catalog
+        log.warning("%s:%d: unexpected %s while reading the record", source, number,
+                    type(exc).__name__, exc_info=True)
+        return RecordError(source, number, f"unreadable record ({type(exc).__name__})",
+                           _record_id(raw))
+
+
+def _record_id(raw: Any, key: str = "id") -> str | None:
+    pid = raw.get(key) if isinstance(raw, dict) else None
+    return pid if isinstance(pid, str) and strict.is_well_formed(pid) else None
 
 
 def read_jsonl(path: Path) -> CatalogReadResult:
+    """A JSON Lines file, read as bytes so each line's encoding is checked alone."""
     base_dir = path.resolve().parent
-    with path.open(encoding="utf-8") as handle:
+    _require_regular_file(path)
+    with path.open("rb") as handle:
         return _collect(iter_jsonl(handle, str(path), base_dir))
+
+
+def _require_regular_file(path: Path) -> None:
+    """A FIFO or device as a catalog would hang or never end: only regular files."""
+    if not path.is_file():
+        raise ValidationError(f"catalog {path} is not a regular file", field="catalog")
 
 
 def _collect(items: Iterator[Product | RecordError]) -> CatalogReadResult:
@@ -296,12 +360,19 @@ def _abo_value(entries: Any, language: str | None = "en_US") -> str | None:
 
 def read_abo_images(path: Path) -> dict[str, str]:
     """image_id -> relative path under images/small, from images.csv.gz."""
-    with gzip.open(path, "rt", encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"image_id", "path"} - set(reader.fieldnames or [])
-        if missing:
-            raise ValidationError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-        return {row["image_id"]: row["path"] for row in reader}
+    # A stray non-UTF-8 byte only spoils its own row's path (that image is then
+    # reported missing); a corrupt archive is one clear error.
+    try:
+        with gzip.open(path, "rt", encoding="utf-8", errors="replace", newline="") as handle:
+            reader = csv.DictReader(handle)
+            missing = {"image_id", "path"} - set(reader.fieldnames or [])
+            if missing:
+                raise ValidationError(
+                    f"{path}: missing column(s) {', '.join(sorted(missing))}")
+            return {row["image_id"]: row["path"] for row in reader
+                    if row.get("image_id") and row.get("path")}
+    except (OSError, EOFError, zlib.error, csv.Error) as exc:
+        raise ValidationError(f"{path} cannot be read: {exc}", field="catalog") from None
 
 
 def abo_record_to_product(raw: Any, images: Mapping[str, str], images_root: Path) -> Product:
@@ -350,24 +421,36 @@ def read_abo(root: Path, *, require_image: bool = True) -> CatalogReadResult:
     images = read_abo_images(images_csv)
     images_root = root / ABO_IMAGES_DIR
 
+    def record(line: bytes, listing: Path, number: int) -> Product | RecordError:
+        raw: Any = None
+        try:
+            raw = strict.loads(line)
+            product = abo_record_to_product(raw, images, images_root)
+            if require_image and product.image is None:
+                raise ValidationError("no main_image_id")
+            return product
+        except json.JSONDecodeError as exc:
+            return RecordError(str(listing), number, f"malformed JSON: {exc.msg}")
+        except ValidationError as exc:
+            return RecordError(str(listing), number, exc.message, _record_id(raw, "item_id"))
+        except Exception as exc:  # one listing must never stop the catalog
+            log.warning("%s:%d: unexpected %s", listing, number, type(exc).__name__,
+                        exc_info=True)
+            return RecordError(str(listing), number,
+                               f"unreadable record ({type(exc).__name__})",
+                               _record_id(raw, "item_id"))
+
     def items() -> Iterator[Product | RecordError]:
         for listing in sorted(root.glob(ABO_LISTINGS_GLOB)):
-            with gzip.open(listing, "rt", encoding="utf-8") as handle:
-                for number, line in enumerate(handle, 1):
-                    raw = None
-                    if not line.strip():
-                        continue
-                    try:
-                        raw = json.loads(line)
-                        product = abo_record_to_product(raw, images, images_root)
-                        if require_image and product.image is None:
-                            raise ValidationError("no main_image_id")
-                        yield product
-                    except json.JSONDecodeError as exc:
-                        yield RecordError(str(listing), number, f"malformed JSON: {exc.msg}")
-                    except ValidationError as exc:
-                        pid = raw.get("item_id") if isinstance(raw, dict) else None
-                        yield RecordError(str(listing), number, exc.message, pid)
+            number = 0
+            try:
+                with gzip.open(listing, "rb") as handle:
+                    for number, line in enumerate(handle, 1):
+                        if line.strip():
+                            yield record(line, listing, number)
+            except (OSError, EOFError, zlib.error) as exc:  # a corrupt or truncated .gz
+                yield RecordError(str(listing), number + 1 if number else None,
+                                  f"cannot read the rest of the file: {exc}")
 
     return _collect(items())
 

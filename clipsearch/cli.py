@@ -104,6 +104,9 @@ def _settings_parser() -> argparse.ArgumentParser:
                        f"{config.DEFAULT_BATCH_WAIT_MS})")
     serve.add_argument("--no-micro-batching", action="store_true",
                        help="one forward pass per query, in arrival order")
+    serve.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                       help="a Host name the server answers besides localhost, 127.0.0.1 "
+                       "and ::1 (repeatable; env CLIPSEARCH_ALLOWED_HOSTS; * for any)")
 
     demo = sub.add_parser("demo", help="build the offline demo catalog, index it, and search")
     demo.add_argument("--no-progress", action="store_true")
@@ -227,7 +230,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from clipsearch.contract import SearchRequest, parse_k, parse_min_score, parse_offset
+    from clipsearch.catalog import validate_product_id
+    from clipsearch.contract import (
+        SearchRequest,
+        parse_k,
+        parse_min_score,
+        parse_offset,
+        parse_text,
+        parse_weights,
+    )
     from clipsearch.filters import parse_cli_filters, parse_filters
 
     queries = [q for q in (args.text, args.image, args.like) if q is not None]
@@ -240,15 +251,17 @@ def cmd_search(args: argparse.Namespace) -> int:
         from clipsearch.service import read_local_image
 
         image = read_local_image(str(args.image))
-    text = args.text
-    if text is not None and not text.strip():
-        raise ValidationError("query text is empty", field="text")
+    # The same checks as the API's, so the CLI accepts exactly what the API does.
+    text = parse_text(args.text, field="text")
+    like = validate_product_id(args.like, "like") if args.like is not None else None
+    text_weight, image_weight = parse_weights({"text": args.text_weight,
+                                               "image": args.image_weight})
     request = SearchRequest(
-        text=text, image=image, product_id=args.like,
+        text=text, image=image, product_id=like,
         k=parse_k(args.k), offset=parse_offset(args.offset),
         min_score=parse_min_score(args.min_score),
         filters=parse_filters(parse_cli_filters(args.filter)),
-        text_weight=args.text_weight, image_weight=args.image_weight,
+        text_weight=text_weight, image_weight=image_weight,
     )
     service = _service(args)
     response = service.search(request)
@@ -279,7 +292,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    removed = _open_index(args).delete(args.ids)
+    from clipsearch.catalog import validate_product_id
+
+    ids = [validate_product_id(pid, "ids") for pid in args.ids]
+    removed = _open_index(args).delete(ids)
     print(f"deleted {removed} of {len(args.ids)}")
     return 0 if removed == len(args.ids) else 1
 
@@ -312,8 +328,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not os.environ.get("CLIPSEARCH_ENCODE_THREADS"):
             encode_threads = 2 * args.max_batch
     # The index comes from _open_index, so another backend plugs in there.
+    from clipsearch.server import allowed_hosts_from_env
+
+    allowed = (*allowed_hosts_from_env(), *args.allowed_host)
     serve(_service(args, query_cache=cache, wrap_encoder=wrap), host=args.host, port=args.port,
-          encode_threads=encode_threads)
+          encode_threads=encode_threads, allowed_hosts=allowed)
     return 0
 
 

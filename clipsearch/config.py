@@ -26,6 +26,10 @@ MAX_TEXT_CHARS = 1000
 MAX_IMAGE_BYTES = 3 * 1024 * 1024
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 MAX_FILTER_CLAUSES = 16
+# The local server: seconds a client has to send its request head, and then
+# its body. Generous for any real client; a silent one is cut off.
+HEADER_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 30.0
 # Every JSON document we parse (request bodies, catalog lines, SQS/S3 events,
 # endpoint requests) goes through clipsearch.strict: nesting deeper than this
 # is refused (our documents need 6 at most), and integers must stay within
@@ -36,6 +40,8 @@ JSON_MAX_INT = 2**53 - 1
 # Product model limits.
 MAX_ID_CHARS = 256
 MAX_TITLE_CHARS = 2000
+# An image path or URI in a catalog line (file systems stop at 4096).
+MAX_IMAGE_REF_CHARS = 4096
 MAX_ATTRIBUTES = 64
 # A listing's photos (ABO listings have up to ~20) and its free-text
 # description; readers that meet longer descriptions (ABO) cut them here.

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from clipsearch import config
+from clipsearch import config, strict
 from clipsearch.catalog import Product, validate_product_id
 from clipsearch.errors import ClipsearchError, PayloadTooLargeError, ValidationError
 from clipsearch.filters import Filters, parse_filters
@@ -94,6 +94,7 @@ def parse_text(value: Any, field: str = "text") -> str | None:
         return None
     if not isinstance(value, str):
         raise ValidationError(f"{field} must be a string", field=field)
+    strict.check_text(value, field, field)
     if not value.strip():
         raise ValidationError(f"{field} is empty", field=field)
     if len(value) > config.MAX_TEXT_CHARS:
@@ -104,7 +105,8 @@ def parse_text(value: Any, field: str = "text") -> str | None:
     return value.strip()
 
 
-def _parse_weights(raw: Any) -> tuple[float, float]:
+def parse_weights(raw: Any) -> tuple[float, float]:
+    """`{"text": w, "image": w}`: finite, >= 0, not both zero (the API and the CLI)."""
     if raw is None:
         return 0.5, 0.5
     if not isinstance(raw, Mapping) or set(raw) - {"text", "image"}:
@@ -133,7 +135,7 @@ def decode_json_body(body: str | bytes | None) -> dict[str, Any]:
             field="body",
         )
     try:
-        data = json.loads(body)
+        data = strict.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValidationError(f"request body is not valid JSON: {exc}", field="body") from None
     if not isinstance(data, dict):
@@ -155,6 +157,8 @@ def parse_search_body(data: Mapping[str, Any]) -> SearchRequest:
     if s3_key is not None and (not isinstance(s3_key, str) or not s3_key.strip()
                                or len(s3_key) > 1024):
         raise ValidationError("image_s3_key must be a non-empty string", field="image_s3_key")
+    if s3_key is not None:
+        strict.check_text(s3_key, "image_s3_key", "image_s3_key")
     if image is not None and s3_key is not None:
         raise ValidationError("send image or image_s3_key, not both", field="image_s3_key")
     product_id = data.get("product_id")
@@ -166,7 +170,7 @@ def parse_search_body(data: Mapping[str, Any]) -> SearchRequest:
     if text is None and image is None and s3_key is None and product_id is None:
         raise ValidationError("send at least one of text, image, image_s3_key or product_id",
                               field="text")
-    text_weight, image_weight = _parse_weights(data.get("weights"))
+    text_weight, image_weight = parse_weights(data.get("weights"))
     return SearchRequest(
         text=text,
         image=image,
@@ -197,9 +201,9 @@ def _query_filters(raw: str | None) -> Filters:
     if not raw:
         return ()
     try:
-        return parse_filters(json.loads(raw))
-    except json.JSONDecodeError:
-        raise ValidationError("filters must be a JSON object", field="filters") from None
+        return parse_filters(strict.loads(raw))
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"filters must be a JSON object: {exc}", field="filters") from None
 
 
 def parse_search_query(params: Mapping[str, str | None]) -> SearchRequest:

@@ -2,6 +2,13 @@
 
 Raising one of these means "the caller did something we can explain";
 anything else is a bug and becomes an opaque 500 without a stack trace.
+
+What a client sees (issue #18): a 4xx body carries the message, which names
+the problem in the request. A 5xx body carries only `public_text`, a fixed
+sentence per class: the message of a server-side failure tends to quote our
+infrastructure (hosts, ports, endpoint names, paths, library internals), and
+it goes to the log instead. Error bodies are always serialisable: strings
+that quote input are scrubbed of lone surrogates.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ class ClipsearchError(Exception):
 
     status = 500
     code = "internal_error"
+    public_text = "internal server error"
 
     def __init__(self, message: str, *, field: str | None = None, code: str | None = None):
         super().__init__(message)
@@ -20,8 +28,15 @@ class ClipsearchError(Exception):
         if code is not None:
             self.code = code
 
+    @property
+    def public_message(self) -> str:
+        """What a client may read: the message for its own mistakes, else public_text."""
+        return self.message if self.status < 500 else self.public_text
+
     def to_body(self) -> dict[str, str | None]:
-        return {"error": self.code, "message": self.message, "field": self.field}
+        from clipsearch.strict import scrub
+
+        return scrub({"error": self.code, "message": self.public_message, "field": self.field})
 
 
 class ValidationError(ClipsearchError):
@@ -48,6 +63,7 @@ class ServiceUnavailableError(ClipsearchError):
 
     status = 503
     code = "service_unavailable"
+    public_text = "a service this request needs is temporarily unavailable; retry shortly"
 
     def __init__(self, message: str, *, retry_after: int = 5, **kwargs):
         super().__init__(message, **kwargs)
@@ -58,3 +74,5 @@ class ConfigurationError(ClipsearchError):
     """The deployment or local setup is wrong; the user must change something."""
 
     code = "configuration_error"
+    public_text = ("the service is not configured correctly; the operator will find the "
+                   "details in the server log")

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from clipsearch import config
+from clipsearch import config, strict
 from clipsearch.errors import ValidationError
 
 RANGE_OPS = ("gt", "gte", "lt", "lte")
@@ -72,9 +72,10 @@ def parse_filters(raw: Any) -> Filters:
         )
     conditions = []
     for name, spec in raw.items():
-        where = f"filters.{name}"
         if not isinstance(name, str) or not name:
             raise ValidationError("filter field names must be non-empty strings", field="filters")
+        strict.check_text(name, "filters", "a filter field name")
+        where = f"filters.{name}"
         if isinstance(spec, Mapping):
             unknown = set(spec) - set(RANGE_OPS)
             if unknown or not spec:
@@ -103,6 +104,8 @@ def _check_scalar(value: Any, where: str) -> None:
         raise ValidationError(
             f"filter value must be a string, number or boolean, got {value!r}", field=where
         )
+    if isinstance(value, str):
+        strict.check_text(value, where, "a filter value")
 
 
 _CLI_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|>|<|=)\s*(.*?)\s*$")

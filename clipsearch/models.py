@@ -7,6 +7,7 @@ gets an answer (and, for the demo, a labelled stand-in) in seconds.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from pathlib import Path
@@ -15,6 +16,18 @@ from urllib.parse import urlparse
 
 def is_local_model(model: str) -> bool:
     return Path(model).is_dir()
+
+
+@functools.lru_cache(maxsize=64)
+def public_model_name(model: str) -> str:
+    """The model as a client may see it: a hub id as it is, a local directory by its name.
+
+    A model loaded from disk is identified by its path, which would publish the
+    server's directory layout (home directory, user name) in every answer.
+    """
+    if model.startswith(("/", ".", "~", "\\")) or Path(model).expanduser().is_dir():
+        return Path(model).expanduser().name or "local-model"
+    return model
 
 
 def is_cached(model: str) -> bool:

@@ -7,6 +7,16 @@ read from disk, and the OpenAPI document.
 
 The service (and so the index behind it) is injected: `create_app` takes any
 `SearchService`, whether it sits on the embedded `LocalIndex` or on OpenSearch.
+
+Transport hardening (issue #18), because this server faces browsers and
+whatever runs in them:
+- a `Host` allow-list (loopback names by default, CLIPSEARCH_ALLOWED_HOSTS or
+  `serve --allowed-host`), so a DNS-rebinding page cannot read the local API;
+- a deadline for the request head (`TimedH11Protocol`; uvicorn has none) and
+  for the body, so a slow or silent client cannot hold a connection forever;
+- the declared Content-Length is checked before a byte of the body is read;
+- /images/{id} serves the product's catalog file only if it is, at the time
+  of the request, a regular file reached without symlinks.
 """
 
 from __future__ import annotations
@@ -24,13 +34,15 @@ from urllib.parse import quote
 
 import anyio
 import anyio.to_thread
+import h11
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, Response
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from clipsearch import api, config
 from clipsearch.catalog import Product, validate_product_id
 from clipsearch.contract import ImageUrl
-from clipsearch.errors import ClipsearchError, NotFoundError
+from clipsearch.errors import ClipsearchError, NotFoundError, PayloadTooLargeError
 from clipsearch.openapi import build_openapi, dumps
 from clipsearch.page import PAGE_CSP, WEB_DIR
 
@@ -56,6 +68,106 @@ IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
 # FIFO queue, and `clipsearch serve` sizes the pool to fill whole batches.
 DEFAULT_ENCODE_THREADS = max(2, os.cpu_count() or 1)
 ENCODING_PATHS = frozenset({"/search", "/search/"})
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+class RequestTimeoutError(ClipsearchError):
+    status = 408
+    code = "request_timeout"
+
+
+class HostNotAllowedError(ClipsearchError):
+    status = 400
+    code = "host_not_allowed"
+
+
+def allowed_hosts_from_env() -> tuple[str, ...]:
+    """CLIPSEARCH_ALLOWED_HOSTS (comma-separated; `*` allows any), else loopback names."""
+    raw = os.environ.get("CLIPSEARCH_ALLOWED_HOSTS", "")
+    names = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
+    return names or LOOPBACK_HOSTS
+
+
+def _host_name(value: str) -> str:
+    """`Host` header to a bare lower-case name: `[::1]:8000` -> `::1`, `a.b:80` -> `a.b`."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:].split("]", 1)[0]
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class HostAllowList:
+    """ASGI middleware: answer 400 unless the Host header names this server.
+
+    DNS rebinding: a page on evil.example re-points its own name at 127.0.0.1
+    and then reads http://evil.example:8000/ as same-origin. The browser still
+    sends `Host: evil.example`, so refusing unknown names closes the hole.
+    """
+
+    def __init__(self, app: Any, allowed: tuple[str, ...]) -> None:
+        self.app = app
+        self.any = "*" in allowed
+        self.allowed = frozenset(_host_name(h) for h in allowed)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and not self.any:
+            host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
+            if _host_name(host) not in self.allowed:
+                error = HostNotAllowedError(
+                    f"Host {host[:100]!r} is not served here; allowed: "
+                    f"{', '.join(sorted(self.allowed))} (CLIPSEARCH_ALLOWED_HOSTS)",
+                    field="Host")
+                await _error(error)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class TimedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for each request head.
+
+    uvicorn times out idle keep-alive connections but not a head that arrives
+    slowly: a client sending one header byte every few seconds (slowloris)
+    would hold its connection, and a server thread's worth of buffers, forever.
+    The deadline runs from the connection (or the previous response) to the
+    end of the head; the body has its own deadline in the app.
+    """
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_deadline()
+
+    def _arm_head_deadline(self) -> None:
+        self._cancel_head_deadline()
+        self._head_deadline = self.loop.call_later(config.HEADER_TIMEOUT_S, self._head_expired)
+
+    def _cancel_head_deadline(self) -> None:
+        timer = getattr(self, "_head_deadline", None)
+        if timer is not None:
+            timer.cancel()
+            self._head_deadline = None
+
+    def _head_expired(self) -> None:
+        self._head_deadline = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.logger.info("closing a connection whose request head did not arrive in "
+                             "%.0f s", config.HEADER_TIMEOUT_S)
+            self.transport.close()
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.conn.their_state is not h11.IDLE:
+            self._cancel_head_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_head_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_deadline()
+        super().connection_lost(exc)
+
 
 # First path segments the router owns; a static file may not shadow them.
 API_PREFIXES = frozenset({"search", "products", "facets", "health", "images", "openapi.json"})
@@ -88,15 +200,31 @@ def _error(exc: ClipsearchError) -> Response:
 
 
 async def _read_body(request: Request) -> bytes:
-    """The body, cut off just past the limit: the router answers 413, memory stays bounded."""
+    """The body, cut off just past the limit: the router answers 413, memory stays bounded.
+
+    Refused before reading when the declared Content-Length is over the limit,
+    and cut off with 408 when it does not arrive within BODY_TIMEOUT_S: a client
+    that declares 10 MiB and sends nothing gets an answer, not a hung socket.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > config.MAX_REQUEST_BYTES:
+        raise PayloadTooLargeError(
+            f"request body is {int(declared):,} bytes; the limit is "
+            f"{config.MAX_REQUEST_BYTES:,}", field="body")
     limit = config.MAX_REQUEST_BYTES + 1
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= limit:
-            break
+    try:
+        with anyio.fail_after(config.BODY_TIMEOUT_S):
+            async for chunk in request.stream():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size >= limit:
+                    break
+    except TimeoutError:
+        raise RequestTimeoutError(
+            f"the request body did not arrive within {config.BODY_TIMEOUT_S:.0f} s",
+            field="body") from None
     return b"".join(chunks)[:limit]
 
 
@@ -106,11 +234,13 @@ def create_app(
     static_dir: Path | str = WEB_DIR,
     image_url: ImageUrl = local_image_url,
     encode_threads: int | None = None,
+    allowed_hosts: tuple[str, ...] | None = None,
 ) -> FastAPI:
     """The ASGI app: the page at /, its assets, /images/{id}, /openapi.json, then the API.
 
     `encode_threads` sizes the pool for requests that encode a query (default
-    CLIPSEARCH_ENCODE_THREADS, else DEFAULT_ENCODE_THREADS).
+    CLIPSEARCH_ENCODE_THREADS, else DEFAULT_ENCODE_THREADS). `allowed_hosts`
+    are the Host names answered (default `allowed_hosts_from_env()`).
     """
     static_dir = Path(static_dir)
     encode_threads = encode_threads or int(
@@ -126,6 +256,7 @@ def create_app(
     app = FastAPI(title="clipsearch", openapi_url=None, docs_url=None, redoc_url=None,
                   lifespan=lifespan)
     app.state.encode_threads = encode_threads
+    app.add_middleware(HostAllowList, allowed=tuple(allowed_hosts or allowed_hosts_from_env()))
     openapi_bytes = dumps(build_openapi()).encode("utf-8")
     index_html = static_dir / "index.html"
     if not index_html.is_file():
@@ -152,12 +283,13 @@ def create_app(
             return _error(exc)
         path = Path(product.image) if product.image and "://" not in product.image else None
         media_type = IMAGE_TYPES.get(path.suffix.lower()) if path else None
-        if path is None or media_type is None or not path.is_file():
+        data = _catalog_file(path) if path is not None and media_type else None
+        if data is None:
             return _error(NotFoundError(f"product {product.id!r} has no local image",
                                         field="id"))
-        return FileResponse(path, media_type=media_type,
-                            headers={"Cache-Control": "public, max-age=300",
-                                     "X-Content-Type-Options": "nosniff"})
+        return Response(data, media_type=media_type,
+                        headers={"Cache-Control": "public, max-age=300",
+                                 "X-Content-Type-Options": "nosniff"})
 
     for asset in sorted(static_dir.iterdir()):
         if not asset.is_file() or asset.name == "index.html" or asset.name.startswith("."):
@@ -168,7 +300,11 @@ def create_app(
                           include_in_schema=False)
 
     async def api_endpoint(request: Request, path: str) -> Response:
-        body = await _read_body(request) if request.method in ("POST", "PUT", "PATCH") else None
+        try:
+            body = (await _read_body(request) if request.method in ("POST", "PUT", "PATCH")
+                    else None)
+        except ClipsearchError as exc:
+            return _error(exc)
         call = functools.partial(
             api.handle, service, request.method, "/" + path, dict(request.query_params),
             body, dict(request.headers), image_url=image_url,
@@ -180,6 +316,21 @@ def create_app(
     app.add_api_route("/{path:path}", api_endpoint, include_in_schema=False,
                       methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
     return app
+
+
+def _catalog_file(path: Path) -> bytes | None:
+    """The bytes of a catalog image, or None unless it is a regular file reached
+    without symlinks now (the catalog path was resolved at ingest, so any
+    symlink on it appeared later and may point anywhere)."""
+    from clipsearch.service import read_local_image
+
+    try:
+        if os.path.realpath(path) != str(path):
+            log.warning("not serving %s: a symlink now lies on its path", path)
+            return None
+        return read_local_image(str(path), follow_symlinks=False)
+    except (ClipsearchError, OSError, ValueError):
+        return None
 
 
 def _asset_endpoint(asset: Path):
@@ -197,11 +348,14 @@ def _asset_endpoint(asset: Path):
 
 def serve(service: SearchService, *, host: str = "127.0.0.1", port: int = 8000,
           static_dir: Path | str = WEB_DIR, encode_threads: int | None = None,
+          allowed_hosts: tuple[str, ...] | None = None,
           **uvicorn_options: Any) -> None:
     """Run the server until interrupted (what `clipsearch serve` does)."""
     import uvicorn
 
-    app = create_app(service, static_dir=static_dir, encode_threads=encode_threads)
+    allowed = tuple(allowed_hosts or allowed_hosts_from_env())
+    app = create_app(service, static_dir=static_dir, encode_threads=encode_threads,
+                     allowed_hosts=allowed)
     count = service.index.count()
     shown = f"[{host}]" if ":" in host else host
     print(f"clipsearch: {count} products, model {service.encoder.model_id}\n"
@@ -210,6 +364,12 @@ def serve(service: SearchService, *, host: str = "127.0.0.1", port: int = 8000,
     if count == 0:
         print("clipsearch: the index is empty; run `clipsearch ingest CATALOG` first",
               file=sys.stderr)
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if host not in LOOPBACK_HOSTS:
         log.warning("listening on %s: the API has no authentication", host)
+        if set(allowed) <= set(LOOPBACK_HOSTS):
+            print("clipsearch: only Host names "
+                  f"{', '.join(allowed)} are answered; add the name clients use with "
+                  "--allowed-host NAME (or CLIPSEARCH_ALLOWED_HOSTS)", file=sys.stderr)
+    uvicorn_options.setdefault("http", TimedH11Protocol)
+    uvicorn_options.setdefault("timeout_keep_alive", 5)
     uvicorn.run(app, host=host, port=port, log_level="info", **uvicorn_options)

@@ -7,6 +7,9 @@ ingest Lambda) drives it the same way.
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -15,13 +18,21 @@ from typing import Any
 
 import numpy as np
 
+from clipsearch import config, strict
 from clipsearch.catalog import Product
 from clipsearch.contract import ImageUrl, SearchRequest, product_body, search_body
 from clipsearch.encoders import Encoder, l2_normalize
-from clipsearch.errors import ConfigurationError, NotFoundError, ValidationError
+from clipsearch.errors import (
+    ClipsearchError,
+    ConfigurationError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ValidationError,
+)
 from clipsearch.filters import bind_filters
 from clipsearch.images import load_image
 from clipsearch.index import IndexRecord, VectorIndex
+from clipsearch.models import public_model_name
 from clipsearch.query_cache import (
     QueryCache,
     cached,
@@ -32,6 +43,7 @@ from clipsearch.query_cache import (
 )
 
 ImageSource = Callable[[str], bytes]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,20 +64,49 @@ class IngestReport:
         }
 
 
-def read_local_image(ref: str) -> bytes:
-    """Image loader for local catalogs: file paths only."""
+def read_local_image(ref: str, *, follow_symlinks: bool = True) -> bytes:
+    """Image loader for local catalogs: regular files only, size-checked before reading.
+
+    Opened non-blocking (a FIFO would otherwise hang the open) and checked
+    with fstat on the open descriptor, so what is checked is what is read:
+    `/dev/zero` or a FIFO is refused, not read until memory runs out, and a
+    file over the limit is refused by its size. With `follow_symlinks=False`
+    the last path component may not be a symlink (the image route).
+    """
     if ref.startswith("s3://"):
         raise ValidationError(
             f"{ref}: s3:// images need the AWS deployment (or download them first)",
             field="image",
         )
+    if not ref or "\x00" in ref or not strict.is_well_formed(ref):
+        raise ValidationError("image path is empty or not a valid file name", field="image")
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    if not follow_symlinks:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
-        with open(ref, "rb") as handle:
-            return handle.read()
+        fd = os.open(ref, flags)
     except FileNotFoundError:
         raise ValidationError(f"image file {ref} does not exist", field="image") from None
     except OSError as exc:
         raise ValidationError(f"cannot read image {ref}: {exc.strerror}", field="image") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValidationError(f"image {ref} is not a regular file", field="image")
+        if info.st_size > config.MAX_IMAGE_BYTES:
+            raise PayloadTooLargeError(
+                f"image {ref} is {info.st_size:,} bytes; the limit is "
+                f"{config.MAX_IMAGE_BYTES:,}", field="image")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(config.MAX_IMAGE_BYTES + 1)  # the file may have grown
+        if len(data) > config.MAX_IMAGE_BYTES:
+            raise PayloadTooLargeError(f"image {ref} is over the limit of "
+                                       f"{config.MAX_IMAGE_BYTES:,} bytes", field="image")
+        return data
+    except OSError as exc:
+        raise ValidationError(f"cannot read image {ref}: {exc.strerror}", field="image") from None
+    finally:
+        os.close(fd)
 
 
 class SearchService:
@@ -155,7 +196,7 @@ class SearchService:
             k=request.k,
             offset=request.offset,
             took_ms=(time.perf_counter() - started) * 1000,
-            model=self.encoder.model_id,
+            model=self.model_name,
             image_url=image_url,
         )
 
@@ -171,8 +212,13 @@ class SearchService:
     def health(self) -> dict[str, Any]:
         """Liveness, catalog size, and the query cache's counters (null when it is off)."""
         cache = self.query_cache.stats().to_dict() if self.query_cache is not None else None
-        return {"status": "ok", "model": self.encoder.model_id, "products": self.index.count(),
+        return {"status": "ok", "model": self.model_name, "products": self.index.count(),
                 "query_cache": cache}
+
+    @property
+    def model_name(self) -> str:
+        """The model as answers name it: its id, never a local path (see public_model_name)."""
+        return public_model_name(self.encoder.model_id)
 
     # ------------------------------------------------------------------ writes
 
@@ -189,6 +235,9 @@ class SearchService:
         the CPU-bound forward pass is not left waiting on disk or S3.
         """
         report = IngestReport()
+        # Before the first vector, so a crash mid-ingest cannot leave vectors
+        # whose model is unknown (the index refuses a different model here).
+        self.index.set_model(self.encoder.model_id)
         batch: list[Product] = []
         with ThreadPoolExecutor(max_workers=self.decode_workers) as pool:
             for product in products:
@@ -212,8 +261,12 @@ class SearchService:
         def fetch(product: Product):
             try:
                 return load_image(self._read_image(product.image or ""))
-            except ValidationError as exc:
+            except ClipsearchError as exc:
                 return exc
+            except Exception as exc:  # one unreadable image must not stop the ingest
+                log.warning("reading the image of %s failed", product.id, exc_info=True)
+                return ValidationError(f"image {product.image} could not be read "
+                                       f"({type(exc).__name__})", field="image")
 
         ready: list[tuple[Product, Any]] = []
         for product, image in zip(batch, pool.map(fetch, batch), strict=True):

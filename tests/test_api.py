@@ -26,7 +26,7 @@ from tests.conftest import png_bytes
 
 @pytest.fixture(scope="module")
 def client(demo_service):
-    with TestClient(create_app(demo_service)) as test_client:
+    with TestClient(create_app(demo_service), base_url="http://127.0.0.1") as test_client:
         yield test_client
 
 
@@ -194,16 +194,18 @@ class _Broken:
 
 def test_service_unavailable_is_503_with_retry_after():
     exc = ServiceUnavailableError("the model endpoint is warming up", retry_after=7)
-    with TestClient(create_app(_Broken(exc))) as client:
+    with TestClient(create_app(_Broken(exc)), base_url="http://127.0.0.1") as client:
         resp = client.post("/search", json={"text": "red"})
     body = assert_error(resp, 503, "service_unavailable", None)
     assert resp.headers["retry-after"] == "7"
-    assert body["message"] == "the model endpoint is warming up"
+    # The detail goes to the log; the client gets the class's public text (#18).
+    assert body["message"] == ServiceUnavailableError.public_text
 
 
 def test_a_bug_is_an_opaque_500_and_is_logged(caplog):
     secret = "password=hunter2 in /srv/app/clipsearch/service.py"
-    with TestClient(create_app(_Broken(RuntimeError(secret)))) as client, \
+    with TestClient(create_app(_Broken(RuntimeError(secret))),
+                        base_url="http://127.0.0.1") as client, \
             caplog.at_level(logging.ERROR, logger="clipsearch.api"):
         resp = client.get("/health")
     assert resp.status_code == 500
@@ -229,7 +231,7 @@ def test_text_search_post(client, demo_service):
     body = resp.json()
     assert list(body) == ["results", "k", "offset", "took_ms", "model"]
     assert (body["k"], body["offset"], body["model"]) == (5, 0,
-                                                         demo_service.encoder.model_id)
+                                                         demo_service.model_name)
     assert [r["rank"] for r in body["results"]] == [1, 2, 3, 4, 5]
     for result in body["results"]:
         assert list(result) == ["rank", "id", "title", "score", "image", "attributes"]
@@ -320,7 +322,7 @@ def test_product(client, demo_products):
 def test_health_and_trailing_slash(client, demo_service, demo_products):
     for path in ("/health", "/health/"):
         assert client.get(path).json() == {"status": "ok",
-                                           "model": demo_service.encoder.model_id,
+                                           "model": demo_service.model_name,
                                            "products": len(demo_products),
                                            "query_cache": None}
 

@@ -71,7 +71,7 @@ def test_search_by_image_like_and_filters(capsys, indexed, demo_products):
 @pytest.mark.parametrize("args, message", [
     (["search", "x", "--k", "0"], "k must be between 1 and 100"),
     (["search", "x", "--k", "1000"], "k must be between 1 and 100"),
-    (["search", ""], "query text is empty"),
+    (["search", ""], "text is empty"),
     (["search"], "give a TEXT query"),
     (["search", "--like", "nope"], "no product with id 'nope'"),
     (["search", "x", "--filter", "colour=red"], "unknown filter field 'colour'"),

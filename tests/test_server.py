@@ -31,7 +31,7 @@ COMMITTED_OPENAPI = ROOT / "docs" / "openapi.json"
 
 @pytest.fixture(scope="module")
 def client(demo_service):
-    with TestClient(create_app(demo_service)) as test_client:
+    with TestClient(create_app(demo_service), base_url="http://127.0.0.1") as test_client:
         yield test_client
 
 
@@ -138,7 +138,8 @@ def odd_images_client(encoder, tmp_path_factory):
         records.append(IndexRecord(Product(pid, f"product {pid}", image),
                                    vector / np.linalg.norm(vector)))
     assert index.upsert(records).indexed == len(images)
-    with TestClient(create_app(SearchService(encoder, index))) as test_client:
+    with TestClient(create_app(SearchService(encoder, index)),
+                        base_url="http://127.0.0.1") as test_client:
         yield test_client
 
 
@@ -252,7 +253,7 @@ def test_cli_serve_wires_the_service(monkeypatch, tmp_path, tiny_clip_dir, encod
     SearchService(encoder, index).ingest(demo_products[:5])
     seen: dict[str, Any] = {}
 
-    def fake_serve(service, *, host, port, encode_threads):
+    def fake_serve(service, *, host, port, encode_threads, allowed_hosts):
         seen.update(host=host, port=port, count=service.index.count(),
                     model=service.encoder.model_id, encoder=service.encoder,
                     cache=service.query_cache, encode_threads=encode_threads)
@@ -307,7 +308,8 @@ def test_encoding_requests_get_their_own_small_pool(demo_service, monkeypatch):
 
     monkeypatch.setattr(demo_service, "search", limits("search"))
     monkeypatch.setattr(demo_service, "product", limits("product"))
-    with TestClient(create_app(demo_service, encode_threads=3)) as test_client:
+    with TestClient(create_app(demo_service, encode_threads=3),
+                        base_url="http://127.0.0.1") as test_client:
         assert isinstance(test_client.app.state.encode_limiter, anyio.CapacityLimiter)
         assert test_client.get("/search", params={"q": "red"}).status_code == 200
         assert test_client.get("/products/demo-red-circle").status_code == 200

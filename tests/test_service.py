@@ -1,5 +1,6 @@
 """SearchService over the real tiny CLIP and LocalIndex, on the demo catalog."""
 
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,7 @@ def test_response_shape(service, demo_products):
     response = service.search(SearchRequest(text="red circle", k=5))
     assert list(response) == ["results", "k", "offset", "took_ms", "model"]
     assert response["k"] == 5 and response["offset"] == 0
-    assert response["model"] == service.encoder.model_id
+    assert response["model"] == service.model_name == Path(service.encoder.model_id).name
     assert [r["rank"] for r in response["results"]] == [1, 2, 3, 4, 5]
     first = response["results"][0]
     assert list(first) == ["rank", "id", "title", "score", "image", "attributes"]
@@ -134,6 +135,11 @@ def test_ingest_reports_bad_images_and_keeps_the_rest(encoder, tmp_path, demo_pr
 def test_index_built_with_another_model_is_refused(encoder, tmp_path, demo_products):
     index = LocalIndex(tmp_path)
     SearchService(encoder, index).ingest(demo_products[:2])
-    index.set_model("some/other-model")
+    # The index itself refuses to be relabelled while it holds vectors (#18) ...
+    with pytest.raises(ConfigurationError, match="holds vectors of model"):
+        index.set_model("some/other-model")
+    # ... so an index made by another model is simulated in the database.
+    with sqlite3.connect(tmp_path / "products.sqlite3") as db:
+        db.execute("UPDATE meta SET value='some/other-model' WHERE key='model'")
     with pytest.raises(ConfigurationError, match="built with model 'some/other-model'"):
         SearchService(encoder, index)

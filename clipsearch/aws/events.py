@@ -10,7 +10,8 @@ it by hand). Every SQS record becomes a `Message`:
 - `s3:TestEvent`, which S3 sends once when the notification is configured:
   recognised and acknowledged, since there is nothing to do;
 - anything else (not JSON, JSON of another shape, an S3 record without a
-  key): a message with a `problem`. The handler reports it as a failed item on
+  key, JSON nested too deep or with non-finite numbers, an object key that is
+  not well-formed Unicode): a message with a `problem`. The handler reports it as a failed item on
   every delivery so it reaches the dead-letter queue, where a person can see
   it, instead of being dropped silently.
 """
@@ -18,10 +19,15 @@ it by hand). Every SQS record becomes a `Message`:
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
+
+from clipsearch import strict
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,13 @@ def parse_sqs_event(event: Any) -> tuple[list[Message], list[str]]:
         if not isinstance(record, Mapping) or not isinstance(record.get("messageId"), str):
             problems.append(f"record {position} has no messageId")
             continue
-        messages.append(parse_sqs_record(record))
+        try:
+            messages.append(parse_sqs_record(record))
+        except Exception as exc:  # one odd message fails alone, never the batch
+            log.warning("SQS record %d could not be parsed", position, exc_info=True)
+            messages.append(Message(str(record["messageId"]),
+                                    problem=f"the message could not be parsed "
+                                            f"({type(exc).__name__})"))
     return messages, problems
 
 
@@ -80,10 +92,11 @@ def parse_sqs_record(record: Mapping[str, Any]) -> Message:
     if not isinstance(body, str) or not body.strip():
         return Message(message_id, receive_count, problem="the message body is empty")
     try:
-        payload = json.loads(body)
+        payload = strict.loads(body)
     except json.JSONDecodeError as exc:
         return Message(message_id, receive_count,
-                       problem=f"the message body is not JSON ({exc.msg} at {exc.pos})")
+                       problem=f"the message body is not acceptable JSON ({exc.msg} at "
+                               f"{exc.pos})")
     return _parse_payload(message_id, receive_count, payload, depth=0)
 
 
@@ -99,9 +112,9 @@ def _parse_payload(message_id: str, receive_count: int, payload: Any, depth: int
         if depth > 0:
             return problem("nested SNS envelopes are not S3 events")
         try:
-            inner = json.loads(payload["Message"])
-        except json.JSONDecodeError:
-            return problem("the SNS notification's Message is not JSON")
+            inner = strict.loads(payload["Message"])
+        except json.JSONDecodeError as exc:
+            return problem(f"the SNS notification's Message is not acceptable JSON ({exc.msg})")
         return _parse_payload(message_id, receive_count, inner, depth + 1)
     if payload.get("source") == "aws.s3" and isinstance(payload.get("detail"), Mapping):
         return _eventbridge(message_id, receive_count, payload)
@@ -132,11 +145,22 @@ def _s3_record(record: Any) -> ObjectEvent:
         raise ValueError("bucket name, object key and eventName must be non-empty strings")
     return ObjectEvent(
         bucket=bucket,
-        key=unquote_plus(key),
+        key=_object_key(key),
         event_name=name,
         version_id=s3["object"].get("versionId"),
         sequencer=s3["object"].get("sequencer"),
     )
+
+
+def _object_key(raw: str) -> str:
+    """The URL-decoded key; one that does not decode to well-formed UTF-8 is refused."""
+    try:
+        key = unquote_plus(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise ValueError("the object key is not URL-encoded UTF-8") from None
+    if not strict.is_well_formed(key) or "\x00" in key:
+        raise ValueError("the object key is not well-formed text")
+    return key
 
 
 def _eventbridge(message_id: str, receive_count: int, payload: Mapping[str, Any]) -> Message:
@@ -149,7 +173,10 @@ def _eventbridge(message_id: str, receive_count: int, payload: Mapping[str, Any]
                        problem="EventBridge S3 event without bucket name or object key")
     kind = str(payload.get("detail-type") or "")
     name = "ObjectRemoved:Delete" if "Deleted" in kind else "ObjectCreated:Put"
+    if not isinstance(key, str) or not key or not strict.is_well_formed(key):
+        return Message(message_id, receive_count,
+                       problem="EventBridge S3 event whose object key is not well-formed text")
     return Message(message_id, receive_count, objects=(
-        ObjectEvent(bucket=str(bucket), key=str(key), event_name=name,
+        ObjectEvent(bucket=str(bucket), key=key, event_name=name,
                     version_id=detail["object"].get("version-id"),
                     sequencer=detail["object"].get("sequencer")),))

@@ -83,6 +83,7 @@ class EndpointModelError(ClipsearchError):
 
     status = 502
     code = "model_error"
+    public_text = "the embedding model failed on this request"
 
 
 class SageMakerEncoder:
@@ -243,18 +244,47 @@ class SageMakerEncoder:
                 except (ValidationError, PayloadTooLargeError) as exc:
                     results[chosen[0]] = exc
                 continue
-            body = b"\n".join(lines[i] for i in chosen) + b"\n"
-            text = self._invoke(body, wire.JSONLINES, wire.JSONLINES)
-            answers = [json.loads(line) for line in text.splitlines() if line.strip()]
-            if len(answers) != len(chosen):
-                raise EndpointModelError(
-                    f"endpoint returned {len(answers)} lines for {len(chosen)} records")
-            for index, answer in zip(chosen, answers, strict=True):
-                if isinstance(answer.get("error"), dict):
-                    results[index] = wire.error_from_body(answer["error"], f"images[{index}]")
-                else:
-                    results[index] = self._matrix([answer.get("embedding")], 1)[0]
+            try:
+                results_of = self._invoke_lines(chosen, lines)
+            except (EndpointModelError, ValidationError, PayloadTooLargeError) as exc:
+                # The endpoint failed the whole request although records fail one by
+                # one there: a record it could not isolate. Each alone finds it, so
+                # one bad image fails alone (and only its message on ingest).
+                if len(chosen) == 1:
+                    results[chosen[0]] = exc
+                    continue
+                logger.warning("endpoint %s failed a %d-record request (%s); retrying each "
+                               "record alone", self.endpoint_name, len(chosen), exc.code)
+                results_of = {}
+                for i in chosen:
+                    try:
+                        results_of.update(self._invoke_lines([i], lines))
+                    except (EndpointModelError, ValidationError, PayloadTooLargeError) as one:
+                        results_of[i] = one
+            for index, value in results_of.items():
+                results[index] = value
         return results
+
+    def _invoke_lines(self, chosen: Sequence[int], lines: dict[int, bytes]
+                      ) -> dict[int, np.ndarray | ClipsearchError]:
+        """One JSON Lines request; each record's vector or typed error by index."""
+        body = b"\n".join(lines[i] for i in chosen) + b"\n"
+        text = self._invoke(body, wire.JSONLINES, wire.JSONLINES)
+        try:
+            answers = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except ValueError:
+            raise EndpointModelError(
+                f"endpoint {self.endpoint_name} returned a line that is not JSON") from None
+        if len(answers) != len(chosen) or not all(isinstance(a, dict) for a in answers):
+            raise EndpointModelError(
+                f"endpoint returned {len(answers)} lines for {len(chosen)} records")
+        out: dict[int, np.ndarray | ClipsearchError] = {}
+        for index, answer in zip(chosen, answers, strict=True):
+            if isinstance(answer.get("error"), dict):
+                out[index] = wire.error_from_body(answer["error"], f"images[{index}]")
+            else:
+                out[index] = self._matrix([answer.get("embedding")], 1)[0]
+        return out
 
     def _encode_raw_image(self, data: bytes, index: int) -> np.ndarray:
         """One image as a raw `application/x-image` body: no base64, 25% smaller."""

@@ -13,6 +13,16 @@ Why this shape:
   graph is compacted when tombstones pile up. The graph is saved beside the
   database together with the generation it reflects, so a restart reuses it
   instead of rebuilding.
+- Crashes and concurrent writers (issue #18). The in-memory state always
+  reflects exactly the generation it is labelled with: every write re-checks
+  the stored generation *inside* its `BEGIN IMMEDIATE` transaction and
+  reloads first if another process committed meanwhile, and reloads read one
+  snapshot. A saved graph is used only when its generation and row layout
+  match the database, else rebuilt; its files are replaced atomically with
+  the metadata written last. The model is recorded by `set_model` before the
+  first vector is written and re-checked in every write transaction, so a
+  crash never leaves vectors without their model and two writers with
+  different models cannot both write.
 - Filters are evaluated on in-memory attribute columns into a mask. A
   selective filter (few matches) is answered by exact search over the
   matching rows, a broad one by HNSW restricted to the mask; either way k
@@ -34,6 +44,7 @@ import numpy as np
 
 from clipsearch import config
 from clipsearch.catalog import Product
+from clipsearch.errors import ConfigurationError
 from clipsearch.filters import Condition, FieldType, Filters, field_type_of
 from clipsearch.index import Hit, IndexRecord, RecordFailure, UpsertResult
 from clipsearch.index.rwlock import RWLock
@@ -139,6 +150,7 @@ class LocalIndex:
         self._ann: Any = None  # faiss.IndexHNSWFlat over positions 0..n-1
         self._columns: dict[str, np.ndarray] = {}
         self._generation = -1
+        self._writer_model: str | None = None
         with self._db() as db:
             db.executescript(_SCHEMA)
         self._reload()
@@ -168,17 +180,52 @@ class LocalIndex:
         return int(value) if value else None
 
     def set_model(self, model_id: str) -> None:
-        """Record which model made the vectors, so a mismatch can be caught."""
-        with self._db() as db:
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('model', ?)", (model_id,))
+        """Record which model makes the vectors this instance writes, before it writes any.
+
+        Refused when the index already holds vectors of another model. Every
+        later upsert re-checks it inside its transaction, so a writer with a
+        different model that started at the same time fails instead of mixing
+        two models' vectors.
+        """
+        with self._lock.write():
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._check_model(db, model_id)
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('model', ?)", (model_id,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            self._writer_model = model_id
+
+    def _check_model(self, db: sqlite3.Connection, model_id: str) -> None:
+        current = self._meta("model")
+        if current is None or current == model_id:
+            return
+        if db.execute("SELECT 1 FROM products LIMIT 1").fetchone() is not None:
+            raise ConfigurationError(
+                f"the index holds vectors of model {current!r}, not {model_id!r}; "
+                "use that model, or delete the index directory and re-ingest")
 
     @property
     def model(self) -> str | None:
         return self._meta("model")
 
     def _reload(self) -> None:
-        """Rebuild in-memory state from SQLite (start-up, or another process wrote)."""
+        """Rebuild in-memory state from one snapshot of SQLite (start-up, or another
+        process wrote); inside a write transaction, from that transaction's view."""
         db = self._db()
+        if db.in_transaction:
+            self._reload_snapshot(db)
+            return
+        db.execute("BEGIN")
+        try:
+            self._reload_snapshot(db)
+        finally:
+            db.execute("COMMIT")
+
+    def _reload_snapshot(self, db: sqlite3.Connection, use_saved: bool = True) -> None:
         generation = self._stored_generation()
         self._fields = dict(db.execute("SELECT name, type FROM fields").fetchall())
         dim = self.dimension
@@ -190,7 +237,7 @@ class LocalIndex:
             return
         total = db.execute("SELECT COUNT(*) FROM products").fetchone()[0]
         arrays = _Arrays(dim, capacity=max(1024, total))
-        saved_ann = self._load_saved_ann(generation)
+        saved_ann = self._load_saved_ann(generation) if use_saved else None
         rows = db.execute("SELECT rowid, id, title, image, attributes, vector FROM products "
                           "ORDER BY rowid")
         if saved_ann is None:
@@ -202,7 +249,11 @@ class LocalIndex:
             for _ in range(len(rowid_layout)):
                 arrays.place_dead()
             for rowid, pid, title, image, attrs, blob in rows:
-                pos = by_rowid[rowid]
+                pos = by_rowid.get(rowid)
+                if pos is None:  # the saved layout does not match: never fatal, rebuild
+                    log.warning("saved HNSW graph does not match the database; rebuilding")
+                    self._reload_snapshot(db, use_saved=False)
+                    return
                 arrays.matrix[pos] = _vector(blob, dim)
                 arrays.alive[pos] = True
                 arrays.rowids[pos] = rowid
@@ -247,30 +298,26 @@ class LocalIndex:
         result = UpsertResult()
         if not records:
             return result
-        self._refresh_if_stale()
         with self._lock.write():
             db = self._db()
-            dim = self.dimension
-            accepted: list[tuple[Product, np.ndarray]] = []
-            new_fields: dict[str, FieldType] = {}
-            for record in records:
-                vector = np.asarray(record.vector, dtype=np.float32).reshape(-1)
-                if dim is None:
-                    dim = vector.shape[0]
-                reason = _check_vector(vector, dim) or self._check_fields(record.product,
-                                                                          new_fields)
-                if reason:
-                    result.failures.append(RecordFailure(record.product.id, reason))
-                    continue
-                norm = float(np.linalg.norm(vector))
-                accepted.append((record.product, vector / norm))
-            if not accepted:
-                return result
-            # Last write wins within one batch, as it would across batches.
-            latest = {p.id: (p, v) for p, v in accepted}
+            # Validation and the in-memory update need the state of *this*
+            # transaction: another process may have committed since we last looked.
             db.execute("BEGIN IMMEDIATE")
             try:
+                if self._stored_generation() != self._generation:
+                    self._reload()
+                if self._writer_model is not None:
+                    self._check_model(db, self._writer_model)
+                accepted, new_fields, dim = self._validate(records, result)
+                if not accepted:
+                    db.execute("ROLLBACK")
+                    return result
+                # Last write wins within one batch, as it would across batches.
+                latest = {p.id: (p, v) for p, v in accepted}
                 db.execute("INSERT OR IGNORE INTO meta VALUES ('dimension', ?)", (str(dim),))
+                if self._writer_model is not None:
+                    db.execute("INSERT OR IGNORE INTO meta VALUES ('model', ?)",
+                               (self._writer_model,))
                 for name, ftype in new_fields.items():
                     db.execute("INSERT OR IGNORE INTO fields VALUES (?, ?)", (name, ftype))
                 inserted = []
@@ -286,7 +333,8 @@ class LocalIndex:
                 generation = self._bump_generation(db)
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
             if self._arrays is None:
                 self._arrays = _Arrays(dim)
@@ -303,6 +351,24 @@ class LocalIndex:
             # Duplicates inside the batch count once per record the caller sent.
             result.indexed += len(accepted) - len(latest)
         return result
+
+    def _validate(self, records: Sequence[IndexRecord], result: UpsertResult
+                  ) -> tuple[list[tuple[Product, np.ndarray]], dict[str, FieldType], int | None]:
+        dim = self.dimension
+        accepted: list[tuple[Product, np.ndarray]] = []
+        new_fields: dict[str, FieldType] = {}
+        for record in records:
+            vector = np.asarray(record.vector, dtype=np.float32).reshape(-1)
+            if dim is None:
+                dim = vector.shape[0]
+            reason = _check_vector(vector, dim) or self._check_fields(record.product,
+                                                                      new_fields)
+            if reason:
+                result.failures.append(RecordFailure(record.product.id, reason))
+                continue
+            norm = float(np.linalg.norm(vector))
+            accepted.append((record.product, vector / norm))
+        return accepted, new_fields, dim
 
     def _check_fields(self, product: Product, pending: dict[str, FieldType]) -> str | None:
         for name, value in product.attributes.items():
@@ -322,11 +388,12 @@ class LocalIndex:
     def delete(self, ids: Sequence[str]) -> int:
         if not ids:
             return 0
-        self._refresh_if_stale()
         with self._lock.write():
             db = self._db()
             db.execute("BEGIN IMMEDIATE")
             try:
+                if self._stored_generation() != self._generation:
+                    self._reload()
                 removed = 0
                 for pid in dict.fromkeys(ids):
                     removed += db.execute("DELETE FROM products WHERE id=?", (pid,)).rowcount
@@ -381,13 +448,19 @@ class LocalIndex:
         arrays = self._arrays
         assert arrays is not None and self._ann is not None
         rowids = np.where(arrays.alive[: arrays.n], arrays.rowids[: arrays.n], -1)
+        # The metadata goes first and comes back last, each file by an atomic
+        # rename: a crash in between leaves no metadata, so the graph is rebuilt
+        # rather than read with a layout that belongs to another generation.
+        (self.directory / _ANN_META).unlink(missing_ok=True)
         tmp_index = self.directory / (_ANN_NAME + ".tmp")
         faiss.write_index(self._ann, str(tmp_index))
         with open(self.directory / (_ANN_ROWIDS + ".tmp"), "wb") as handle:
             np.save(handle, rowids)
         os.replace(tmp_index, self.directory / _ANN_NAME)
         os.replace(self.directory / (_ANN_ROWIDS + ".tmp"), self.directory / _ANN_ROWIDS)
-        (self.directory / _ANN_META).write_text(json.dumps({"generation": self._generation}))
+        tmp_meta = self.directory / (_ANN_META + ".tmp")
+        tmp_meta.write_text(json.dumps({"generation": self._generation}))
+        os.replace(tmp_meta, self.directory / _ANN_META)
 
     # ------------------------------------------------------------------ reads
 

@@ -124,7 +124,7 @@ def _serve(event: dict[str, Any]) -> tuple[api.ApiResponse, GatewayRequest | Non
     try:
         rt = runtime()
     except ClipsearchError as exc:
-        logger.error("cannot build the query runtime", extra={"error": exc.message})
+        logger.error("cannot build the query runtime: %s", exc.message)
         return _error_response(exc), request, None
     # One request at a time per container, so the difference is this request's.
     before = _cache_counts()
@@ -207,4 +207,11 @@ def _handler(event: dict[str, Any]) -> dict[str, Any]:
         "latency_ms": round(elapsed_ms, 1),
     })
     origin = request.origin if request else None
-    return proxy_response(response, cors=_cors, origin=origin)
+    try:
+        # Serialising is part of answering: inside the error handling, so even a
+        # body that cannot be encoded leaves as a 500 with CORS headers, not a
+        # gateway 502 without them.
+        return proxy_response(response, cors=_cors, origin=origin)
+    except Exception:
+        logger.exception("serialising the response failed")
+        return proxy_response(api.internal_error_response(), cors=_cors, origin=origin)

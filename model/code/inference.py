@@ -58,9 +58,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from clipsearch import config
+from clipsearch import config, strict
 from clipsearch.encoders.clip import ClipEncoder
-from clipsearch.errors import ClipsearchError, PayloadTooLargeError, ValidationError
+from clipsearch.errors import (
+    ClipsearchError,
+    InvalidImageError,
+    PayloadTooLargeError,
+    ValidationError,
+)
 from clipsearch.images import decode_base64_image, load_image
 from clipsearch.sagemaker import protocol as wire
 
@@ -255,7 +260,7 @@ def _text(body: bytes) -> str:
 
 def _parse_json(body: bytes) -> Request:
     try:
-        doc = json.loads(_text(body))
+        doc = strict.loads(_text(body))
     except ValueError as exc:
         raise ValidationError(f"body is not valid JSON: {exc}", field="body") from None
     shape = '"texts" (a list of strings) and/or "images" (a list of base64 strings)'
@@ -275,6 +280,7 @@ def _parse_json(body: bytes) -> Request:
     for i, text in enumerate(texts):
         if not text.strip():
             raise ValidationError("text must be a non-empty string", field=f"texts[{i}]")
+        strict.check_text(text, f"texts[{i}]")
     apply_template = doc.get("apply_template", True)
     if not isinstance(apply_template, bool):
         raise ValidationError("apply_template must be true or false", field="apply_template")
@@ -313,8 +319,8 @@ def _parse_record(n: int, line: str) -> Record:
     """A per-line problem becomes that record's error, never the request's."""
     where = f"records[{n}]"
     try:
-        doc = json.loads(line)
-    except ValueError as exc:
+        doc = strict.loads(line)
+    except ValueError as exc:  # deep nesting, NaN, huge integers and bad Unicode included
         return Record(None, error=ValidationError(f"line is not valid JSON: {exc}", field=where))
     if not isinstance(doc, dict):
         return Record(None, error=ValidationError("line must be a JSON object", field=where))
@@ -329,7 +335,7 @@ def _parse_record(n: int, line: str) -> Record:
             text = doc["text"]
             if not isinstance(text, str) or not text.strip():
                 raise ValidationError("text must be a non-empty string", field=f"{where}.text")
-            return Record(record_id, text=text)
+            return Record(record_id, text=strict.check_text(text, f"{where}.text"))
         return Record(record_id, image=decode_base64_image(doc["image"], field=f"{where}.image"))
     except ClipsearchError as exc:
         return Record(record_id, error=exc)
@@ -373,8 +379,7 @@ def predict_fn(data: Request, model: ClipModel) -> Prediction:
     text_at = [i for i, r in enumerate(data.records) if r.error is None and r.text is not None]
     image_at = [i for i, r in enumerate(data.records) if r.error is None and r.image is not None]
     if text_at:
-        texts = [data.records[i].text or "" for i in text_at]
-        out.vectors.update(zip(text_at, model.encoder.encode_texts(texts), strict=True))
+        _encode_texts_each(model, data.records, text_at, out.vectors)
     if image_at:
         images = [data.records[i].image or b"" for i in image_at]
         fields = [f"records[{i}].image" for i in image_at]
@@ -385,6 +390,28 @@ def predict_fn(data: Request, model: ClipModel) -> Prediction:
             else:
                 out.vectors[i] = matrix[j]
     return out
+
+
+def _encode_texts_each(model: ClipModel, records: list[Record], at: list[int],
+                       vectors: dict[int, Any]) -> None:
+    """All texts in one forward; if that fails, one by one, so a bad record fails alone."""
+    texts = [records[i].text or "" for i in at]
+    try:
+        vectors.update(zip(at, model.encoder.encode_texts(texts), strict=True))
+        return
+    except Exception:
+        if len(at) == 1:
+            raise
+        logger.warning("text batch of %d failed; encoding one by one", len(at), exc_info=True)
+    for i in at:
+        try:
+            vectors[i] = model.encoder.encode_texts([records[i].text or ""])[0]
+        except ClipsearchError as exc:
+            records[i].error = exc
+        except Exception:
+            logger.exception("record %d: text encoding failed", i)
+            records[i].error = ValidationError("text could not be encoded",
+                                               field=f"records[{i}].text")
 
 
 @dataclass(frozen=True)
@@ -485,6 +512,10 @@ def _prepare(model: ClipModel, images: Sequence[bytes], fields: Sequence[str],
             ok.append(start + j)
         except ClipsearchError as exc:
             errors[start + j] = exc
+        except Exception:  # a resize or crop failure is this image's, not the batch's
+            logger.exception("%s: preprocessing failed", fields[start + j])
+            errors[start + j] = InvalidImageError("image could not be processed",
+                                                  field=fields[start + j])
     if not decoded:
         return None, ok, errors
     if model.plan:
