@@ -100,11 +100,12 @@ def test_server_answers_concurrent_searches_like_one_by_one(encoder, demo_produc
     plain = SearchService(encoder, index)
     batching = MicroBatchingEncoder(encoder, max_wait_ms=100)
     queries = [{"q": t, "k": "5"} for t in TEXTS]
-    with TestClient(create_app(SearchService(batching, index), encode_threads=16)) as client:
+    with TestClient(create_app(SearchService(batching, index), encode_threads=16),
+                    base_url="http://127.0.0.1") as client:
         bodies = concurrently(lambda q: client.get("/search", params=q).json(), queries)
         image = client.post("/search", json={"image": base64.b64encode(png_bytes()).decode(),
                                               "k": 5}).json()
-    with TestClient(create_app(plain)) as client:
+    with TestClient(create_app(plain), base_url="http://127.0.0.1") as client:
         expected = [client.get("/search", params=q).json() for q in queries]
     for got, want in zip(bodies, expected, strict=True):
         assert [r["id"] for r in got["results"]] == [r["id"] for r in want["results"]]

@@ -142,7 +142,7 @@ def test_ingest_does_not_fill_the_query_cache(encoder, demo_products, tmp_path):
 def test_health_reports_hits_and_misses_through_http(encoder, demo_products, tmp_path):
     service = service_for(encoder, tmp_path, QueryCache(100, 1 << 20))
     service.ingest(demo_products[:5])
-    with TestClient(create_app(service)) as client:
+    with TestClient(create_app(service), base_url="http://127.0.0.1") as client:
         for _ in range(3):
             assert client.get("/search", params={"q": "red circle"}).status_code == 200
         cache = client.get("/health").json()["query_cache"]
