@@ -85,6 +85,8 @@ def test_the_encoder_isolates_bad_images_even_when_the_endpoint_fails_a_whole_re
         sagemaker_endpoint, monkeypatch):
     from clipsearch.encoders.sagemaker import SageMakerEncoder
 
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
+        monkeypatch.setenv(name, value)  # the emulator checks no signature
     encoder = SageMakerEncoder(sagemaker_endpoint.endpoint_name,
                                endpoint_url=sagemaker_endpoint.url, region_name="us-east-1")
     images = [hostile.png(), hostile.dds(), hostile.png(color=(0, 0, 200)),
