@@ -53,6 +53,19 @@ class NotFoundError(ClipsearchError):
     code = "not_found"
 
 
+class HostNotAllowedError(ValidationError):
+    """The local server was reached under a name it does not answer (DNS rebinding)."""
+
+    code = "host_not_allowed"
+
+
+class RequestTimeoutError(ClipsearchError):
+    """The client did not send its request body in time."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class PayloadTooLargeError(ClipsearchError):
     status = 413
     code = "payload_too_large"

@@ -42,7 +42,13 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from clipsearch import api, config
 from clipsearch.catalog import Product, validate_product_id
 from clipsearch.contract import ImageUrl
-from clipsearch.errors import ClipsearchError, NotFoundError, PayloadTooLargeError
+from clipsearch.errors import (
+    ClipsearchError,
+    HostNotAllowedError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+)
 from clipsearch.openapi import build_openapi, dumps
 from clipsearch.page import PAGE_CSP, WEB_DIR
 
@@ -70,16 +76,6 @@ DEFAULT_ENCODE_THREADS = max(2, os.cpu_count() or 1)
 ENCODING_PATHS = frozenset({"/search", "/search/"})
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
-
-
-class RequestTimeoutError(ClipsearchError):
-    status = 408
-    code = "request_timeout"
-
-
-class HostNotAllowedError(ClipsearchError):
-    status = 400
-    code = "host_not_allowed"
 
 
 def allowed_hosts_from_env() -> tuple[str, ...]:
