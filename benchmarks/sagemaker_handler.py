@@ -132,18 +132,15 @@ def measure(handler: Any, batch: list[bytes], args: argparse.Namespace, warmup: 
         pixels = model.plan.pixels(np.stack([model.plan.crop(i) for i in decoded]),
                                    encoder.device)
     else:
-        pixels = encoder.preprocess_images(decoded).to(encoder.device)
-    tokens = encoder.processor(text=[encoder.format_query(t) for t in texts],
-                               return_tensors="pt", padding=True, truncation=True,
-                               max_length=77).to(encoder.device)
+        pixels = encoder.preprocess_images(decoded)
+    tokens = encoder.to_device(encoder.tokenize([encoder.format_query(t) for t in texts]))
 
     def forward_images() -> None:
         encoder.encode_pixels(pixels)  # its .cpu() waits for the device
 
     def forward_texts() -> None:
         with torch.inference_mode():
-            out = encoder.model.get_text_features(**tokens)
-        feats = out if hasattr(out, "shape") else out.pooler_output
+            feats = encoder.text_tower(tokens)
         feats.float().cpu()
         sync()
 

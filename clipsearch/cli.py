@@ -30,8 +30,15 @@ def _settings_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"clipsearch {__version__}")
     parser.add_argument("--model", default=settings.model,
-                        help="Hugging Face model id or local directory "
+                        help="CLIP, SigLIP or SigLIP 2 Hugging Face id or directory, or an "
+                        "OpenCLIP hf-hub:ORG/REPO or directory with open_clip_config.json; "
+                        "the family is read from the model's config "
                         f"(env CLIPSEARCH_MODEL; default {config.DEFAULT_MODEL})")
+    parser.add_argument("--prompt-template", default=settings.prompt_template,
+                        help="text-query template with {} for the query (env "
+                        "CLIPSEARCH_PROMPT_TEMPLATE; default: the model family's own, "
+                        f"{config.DEFAULT_PROMPT_TEMPLATE!r} for CLIP, the bare query "
+                        "for SigLIP, SigLIP 2 and OpenCLIP)")
     parser.add_argument("--data-dir", type=Path, default=settings.data_dir,
                         help="where the local index lives (env CLIPSEARCH_DATA_DIR; "
                         f"default {config.DEFAULT_DATA_DIR})")
@@ -113,9 +120,14 @@ def _settings_parser() -> argparse.ArgumentParser:
 
     model = sub.add_parser("model", help="model utilities")
     model_sub = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
-    rnd = model_sub.add_parser("random", help="write a random-weight CLIP (offline testing)")
+    from clipsearch.random_models import PRESETS
+
+    rnd = model_sub.add_parser("random", help="write a random-weight model of any family "
+                               "(offline testing and benchmarks)")
     rnd.add_argument("directory", type=Path)
-    rnd.add_argument("--preset", default="tiny", choices=["tiny", "vit-b-32"])
+    rnd.add_argument("--family", default="clip", choices=list(PRESETS))
+    rnd.add_argument("--preset", default="tiny",
+                     help="; ".join(f"{fam}: {', '.join(p)}" for fam, p in PRESETS.items()))
     rnd.add_argument("--seed", type=int, default=0)
     msrv = model_sub.add_parser("serve", help="serve a packaged model.tar.gz as a local "
                                 "SageMaker endpoint (container and runtime APIs)")
@@ -164,8 +176,8 @@ def _index_location(args: argparse.Namespace) -> str:
     return str(args.data_dir / "index")
 
 
-def _open_encoder(model: str, threads: int):
-    from clipsearch.encoders.clip import ClipEncoder
+def _open_encoder(model: str, threads: int, prompt_template: str | None = None):
+    from clipsearch.encoders import load_encoder
     from clipsearch.encoders.threads import apply_torch_threads
     from clipsearch.models import model_availability
 
@@ -175,7 +187,7 @@ def _open_encoder(model: str, threads: int):
                                  "directory, or run `clipsearch model random DIR` for an "
                                  "offline stand-in")
     apply_torch_threads(threads)
-    return ClipEncoder(model)
+    return load_encoder(model, prompt_template=prompt_template)
 
 
 def _service(args: argparse.Namespace, model: str | None = None, *, query_cache=None,
@@ -183,7 +195,7 @@ def _service(args: argparse.Namespace, model: str | None = None, *, query_cache=
     from clipsearch.service import SearchService
 
     index = _open_index(args)
-    encoder = _open_encoder(model or args.model, args.threads)
+    encoder = _open_encoder(model or args.model, args.threads, args.prompt_template)
     if wrap_encoder is not None:
         encoder = wrap_encoder(encoder)
     return SearchService(encoder, index, query_cache=query_cache)
@@ -342,10 +354,14 @@ def cmd_model(args: argparse.Namespace) -> int:
 
         serve(args.artifact, port=args.port, endpoint_name=args.endpoint_name, host=args.host)
         return 0
-    from clipsearch.random_clip import build_random_clip
+    from clipsearch.random_models import build_random_model
 
-    path = build_random_clip(args.directory, preset=args.preset, seed=args.seed)
-    print(f"wrote random-weight CLIP ({args.preset}) to {path}")
+    try:
+        path = build_random_model(args.directory, family=args.family, preset=args.preset,
+                                  seed=args.seed)
+    except ValueError as exc:
+        raise ValidationError(str(exc), field="preset") from None
+    print(f"wrote random-weight {args.family} ({args.preset}) to {path}")
     return 0
 
 

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+# CLIP's default query template. Each model family has its own default (SigLIP,
+# SigLIP 2 and OpenCLIP take the bare query; see clipsearch/encoders); an
+# explicit template (CLIPSEARCH_PROMPT_TEMPLATE, --prompt-template) overrides it.
 DEFAULT_PROMPT_TEMPLATE = "a photo of {}"
 DEFAULT_DATA_DIR = ".clipsearch"
 
@@ -98,8 +101,8 @@ class Settings:
     data_dir: Path = field(
         default_factory=lambda: Path(_env("CLIPSEARCH_DATA_DIR", DEFAULT_DATA_DIR))
     )
-    prompt_template: str = field(
-        default_factory=lambda: _env("CLIPSEARCH_PROMPT_TEMPLATE", DEFAULT_PROMPT_TEMPLATE)
+    prompt_template: str | None = field(
+        default_factory=lambda: os.environ.get("CLIPSEARCH_PROMPT_TEMPLATE") or None
     )
     ann_threshold: int = field(
         default_factory=lambda: int(_env("CLIPSEARCH_ANN_THRESHOLD", str(DEFAULT_ANN_THRESHOLD)))

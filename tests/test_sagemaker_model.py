@@ -492,10 +492,9 @@ def test_emulator_can_host_two_artifacts_in_one_process(tiny_model_artifact):
 def test_split_preprocessing_equals_the_processor(sagemaker_endpoint, size, edge):
     """PIL resize/crop on the pool + tensor normalisation == the processor's pixel_values."""
     from PIL import Image
-    from transformers import CLIPImageProcessor
 
     module = sagemaker_endpoint.handler.module
-    processor = CLIPImageProcessor(size={"shortest_edge": edge},
+    processor = _pil_clip_image_processor()(size={"shortest_edge": edge},
                                    crop_size={"height": edge, "width": edge})
     plan = module.PixelPlan.from_processor(processor)
     assert plan is not None
@@ -507,9 +506,16 @@ def test_split_preprocessing_equals_the_processor(sagemaker_endpoint, size, edge
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
-def test_processor_configurations_the_plan_does_not_mirror_get_no_plan(sagemaker_endpoint):
-    from transformers import CLIPImageProcessor
+def _pil_clip_image_processor():
+    """CLIP's PIL image processor: transformers 5 names it CLIPImageProcessorPil (its
+    CLIPImageProcessor is the torchvision one when torchvision is installed)."""
+    import transformers
 
+    return getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
+
+
+def test_processor_configurations_the_plan_does_not_mirror_get_no_plan(sagemaker_endpoint):
+    CLIPImageProcessor = _pil_clip_image_processor()
     module = sagemaker_endpoint.handler.module
     assert module.PixelPlan.from_processor(CLIPImageProcessor(do_center_crop=False)) is None
     assert module.PixelPlan.from_processor(

@@ -1,8 +1,11 @@
 """Encoders turn query text and images into unit vectors in one shared space.
 
-Two implementations share the `Encoder` protocol: `ClipEncoder` runs CLIP in
-process, `SageMakerEncoder` calls the deployed endpoint. The search service
-only sees the protocol, so it behaves the same locally and on AWS.
+Implementations of the `Encoder` protocol: one in-process encoder per model
+family (`ClipEncoder`, `SiglipEncoder`, `Siglip2Encoder`, `OpenClipEncoder`,
+all `towers.TowerEncoder`s), chosen by `load_encoder` from the model's own
+configuration, and `SageMakerEncoder`, which calls the deployed endpoint. The
+search service only sees the protocol, so it behaves the same locally and on
+AWS, whatever the model.
 """
 
 from __future__ import annotations
@@ -54,14 +57,40 @@ def l2_normalize(matrix: np.ndarray) -> np.ndarray:
     return (matrix / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
 
+# family -> (module, class); imported lazily so `import clipsearch.encoders`
+# never imports torch, transformers, open_clip or boto3.
+FAMILY_ENCODERS = {
+    "clip": ("clipsearch.encoders.clip", "ClipEncoder"),
+    "siglip": ("clipsearch.encoders.siglip", "SiglipEncoder"),
+    "siglip2": ("clipsearch.encoders.siglip", "Siglip2Encoder"),
+    "openclip": ("clipsearch.encoders.openclip", "OpenClipEncoder"),
+}
+_LAZY = {cls: module for module, cls in FAMILY_ENCODERS.values()}
+_LAZY["SageMakerEncoder"] = "clipsearch.encoders.sagemaker"
+
+
+def encoder_class(family: str) -> type:
+    import importlib
+
+    module, cls = FAMILY_ENCODERS[family]
+    return getattr(importlib.import_module(module), cls)
+
+
+def load_encoder(model: str, *, prompt_template: str | None = None, **options):
+    """The in-process encoder for `model`, whichever family its configuration says.
+
+    `prompt_template=None` keeps the family's default; `options` (batch_size,
+    device, dtype) go to the encoder unchanged.
+    """
+    from clipsearch.models import detect_family
+
+    return encoder_class(detect_family(str(model)))(
+        model, prompt_template=prompt_template, **options)
+
+
 def __getattr__(name: str):
-    # Lazy, so `import clipsearch.encoders` never imports torch or boto3.
-    if name == "ClipEncoder":
-        from clipsearch.encoders.clip import ClipEncoder
+    if name in _LAZY:
+        import importlib
 
-        return ClipEncoder
-    if name == "SageMakerEncoder":
-        from clipsearch.encoders.sagemaker import SageMakerEncoder
-
-        return SageMakerEncoder
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(name)

@@ -47,6 +47,8 @@ VENDORED_MODULES = (
     "sagemaker/__init__.py",
     "sagemaker/protocol.py",
     "encoders/__init__.py",
+    "encoders/towers.py",
+    "encoders/hf.py",
     "encoders/clip.py",
 )
 # The Hugging Face PyTorch inference DLC ships torch, numpy and Pillow; it

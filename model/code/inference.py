@@ -567,8 +567,8 @@ def _encode_images(model: ClipModel, images: Sequence[bytes], fields: Sequence[s
             continue
         if model.plan:
             pixels = model.plan.pixels(np.concatenate(batches), model.encoder.device)
-        else:
-            pixels = torch.cat(batches)
+        else:  # the encoder's own preprocessing: a dict of tensors per slice
+            pixels = {name: torch.cat([b[name] for b in batches]) for name in batches[0]}
         out[rows] = model.encoder.encode_pixels(pixels)
     return out, errors
 
