@@ -39,46 +39,36 @@ WORDS = (
     "靴", "赤い", "革", "シャツ", "حذاء", "أحمر", "جلد", "قميص",
 )
 
-_TINY_TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                   num_attention_heads=2)
+def _siglip(width: int, mlp: int, layers: int, heads: int, *, vocab: int | None = None,
+            image_size: int | None = 64, patch: int = 16, **vision) -> dict:
+    """A SigLIP preset: both towers share width/depth, text is 64 tokens long."""
+    tower = dict(hidden_size=width, intermediate_size=mlp, num_hidden_layers=layers,
+                 num_attention_heads=heads)
+    text = dict(tower, max_position_embeddings=64, **({"vocab_size": vocab} if vocab else {}))
+    size = {"image_size": image_size} if image_size else {}
+    return {"text": text, "vision": dict(tower, patch_size=patch, **size, **vision)}
+
 
 PRESETS: dict[str, dict[str, dict]] = {
     "clip": {name: {} for name in CLIP_PRESETS},
     "siglip": {
-        "tiny": {"text": dict(_TINY_TOWER, max_position_embeddings=64),
-                 "vision": dict(_TINY_TOWER, image_size=64, patch_size=16)},
+        "tiny": _siglip(32, 64, 2, 2),
         # google/siglip-base-patch16-224 (vocab 32000, 768-d).
-        "base-patch16-224": {
-            "text": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                         num_attention_heads=12, max_position_embeddings=64,
-                         vocab_size=32000),
-            "vision": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                           num_attention_heads=12, image_size=224, patch_size=16)},
+        "base-patch16-224": _siglip(768, 3072, 12, 12, vocab=32000, image_size=224),
         # google/siglip-so400m-patch14-384 (1152-d).
-        "so400m-patch14-384": {
-            "text": dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
-                         num_attention_heads=16, max_position_embeddings=64,
-                         vocab_size=32000),
-            "vision": dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
-                           num_attention_heads=16, image_size=384, patch_size=14)},
+        "so400m-patch14-384": _siglip(1152, 4304, 27, 16, vocab=32000, image_size=384,
+                                      patch=14),
     },
     "siglip2": {
         # Fixed resolution, `model_type` siglip + Gemma tokenizer, like
         # google/siglip2-base-patch16-224.
-        "tiny": {"text": dict(_TINY_TOWER, max_position_embeddings=64),
-                 "vision": dict(_TINY_TOWER, image_size=64, patch_size=16)},
+        "tiny": _siglip(32, 64, 2, 2),
         # NaFlex (`model_type` siglip2): aspect-preserving patches + mask. 256
         # patches like Google's checkpoints (and Siglip2Processor's default).
-        "tiny-naflex": {"naflex": True, "max_num_patches": 256,
-                        "text": dict(_TINY_TOWER, max_position_embeddings=64),
-                        "vision": dict(_TINY_TOWER, patch_size=16, num_patches=256)},
+        "tiny-naflex": dict(_siglip(32, 64, 2, 2, image_size=None, num_patches=256),
+                            naflex=True, max_num_patches=256),
         # google/siglip2-base-patch16-224 (Gemma vocab 256000, 768-d).
-        "base-patch16-224": {
-            "text": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                         num_attention_heads=12, max_position_embeddings=64,
-                         vocab_size=256000),
-            "vision": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                           num_attention_heads=12, image_size=224, patch_size=16)},
+        "base-patch16-224": _siglip(768, 3072, 12, 12, vocab=256000, image_size=224),
     },
     "openclip": {
         "tiny": {"model_cfg": {
