@@ -90,6 +90,21 @@ def _settings_parser() -> argparse.ArgumentParser:
     delete = sub.add_parser("delete", help="remove products by id")
     delete.add_argument("ids", nargs="+")
 
+    reidx = sub.add_parser("reindex", help="re-embed the local index with another model; "
+                           "searches keep being answered until it switches",
+                           description="Re-embed every product of the local index with "
+                           "--model into a new index version, then switch to it. The old "
+                           "version answers searches until the switch and stays on disk. "
+                           "An interrupted run resumes where it stopped.")
+    reidx.add_argument("--model", dest="reindex_model", metavar="MODEL",
+                       help="the new model (default: the global --model)")
+    reidx.add_argument("--batch-size", type=int, default=settings.batch_size)
+    reidx.add_argument("--drop-failed", action="store_true",
+                       help="switch even if some products' images can no longer be read "
+                       "(they leave the index)")
+    reidx.add_argument("--json", action="store_true", help="print the report as JSON")
+    reidx.add_argument("--no-progress", action="store_true")
+
     serve = sub.add_parser("serve", help="run the local HTTP API and search page")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
@@ -164,16 +179,24 @@ def _open_index(args: argparse.Namespace):
 
         return OpenSearchIndex.from_url(args.opensearch, aws_sigv4=args.aws_sigv4,
                                         alias=args.alias)
+    from clipsearch.index.versions import current_index_dir
+
+    return _local_index(args, current_index_dir(args.data_dir))
+
+
+def _local_index(args: argparse.Namespace, directory: Path):
     from clipsearch.index.local import LocalIndex
 
-    return LocalIndex(args.data_dir / "index", ann_threshold=args.ann_threshold,
+    return LocalIndex(directory, ann_threshold=args.ann_threshold,
                       ef_search=args.hnsw_ef_search)
 
 
 def _index_location(args: argparse.Namespace) -> str:
     if args.opensearch:
         return f"alias {args.alias} at {args.opensearch}"
-    return str(args.data_dir / "index")
+    from clipsearch.index.versions import current_index_dir
+
+    return str(current_index_dir(args.data_dir))
 
 
 def _open_encoder(model: str, threads: int, prompt_template: str | None = None):
@@ -444,7 +467,43 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reindex(args: argparse.Namespace) -> int:
+    from clipsearch.index.versions import reindex
+
+    if args.opensearch:
+        raise ValidationError("reindex switches the local index; for OpenSearch deploy the new "
+                              "model's endpoint and run `clipsearch bootstrap --new-index`",
+                              field="opensearch")
+    model = args.reindex_model or args.model
+    encoder = _open_encoder(model, args.threads, args.prompt_template)
+    with _progress(0, f"re-embedding with {model}", args.no_progress) as bar:
+        def set_total(total: int) -> None:
+            bar.total = total
+            bar.refresh()
+
+        report = reindex(args.data_dir, encoder, batch_size=args.batch_size,
+                         drop_failed=args.drop_failed, progress=bar.update, on_total=set_total,
+                         open_index=lambda d: _local_index(args, d))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(f"{report.total} products: {report.embedded} embedded, {report.resumed} already "
+              f"done by an interrupted run, {len(report.failed)} failed")
+        for pid, reason in report.failed[:50]:
+            print(f"  failed  {pid}: {reason}")
+    if not report.switched:
+        print(f"NOT switched: {len(report.failed)} products could not be re-embedded; fix them "
+              "and re-run (only they are retried), or re-run with --drop-failed. Searches still "
+              f"use {report.source}.", file=sys.stderr)
+        return 1
+    print(f"switched the live index to {report.target} ({model}); the previous version stays "
+          f"at {report.source} until you delete it. Restart `clipsearch serve` with --model "
+          f"{model}.")
+    return 0
+
+
 COMMANDS = {
+    "reindex": cmd_reindex,
     "ingest": cmd_ingest, "search": cmd_search, "info": cmd_info, "delete": cmd_delete,
     "serve": cmd_serve, "model": cmd_model, "demo": cmd_demo, "bootstrap": cmd_bootstrap,
     "eval": cmd_eval,

@@ -128,4 +128,7 @@ class Settings:
 
     @property
     def index_dir(self) -> Path:
-        return self.data_dir / "index"
+        """The live local index (`clipsearch reindex` versions it; see index/versions.py)."""
+        from clipsearch.index.versions import current_index_dir
+
+        return current_index_dir(self.data_dir)

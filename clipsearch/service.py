@@ -130,18 +130,23 @@ class SearchService:
         self._check_compatible()
 
     def _check_compatible(self) -> None:
+        """Refuse to mix models in one index, and say what to run instead."""
         built_with = self.index.model
-        if built_with and built_with != self.encoder.model_id:
-            raise ConfigurationError(
-                f"the index was built with model {built_with!r} but the encoder is "
-                f"{self.encoder.model_id!r}; pass --model {built_with} or re-ingest"
-            )
+        model = self.encoder.model_id
         dim = self.index.dimension
-        if dim and dim != self.encoder.dimension:
-            raise ConfigurationError(
-                f"the index holds {dim}-d vectors but {self.encoder.model_id!r} makes "
-                f"{self.encoder.dimension}-d ones"
-            )
+        if built_with and built_with != model:
+            problem = f"the index was built with model {built_with!r} but this model is {model!r}"
+        elif dim and dim != self.encoder.dimension:
+            problem = (f"the index holds {dim}-d vectors but {model!r} makes "
+                       f"{self.encoder.dimension}-d ones")
+        else:
+            return
+        keep = f"keep using it with --model {built_with}; or " if built_with else ""
+        raise ConfigurationError(
+            f"{problem}: {keep}re-embed the catalog with the new model, searches staying up, "
+            f"with `clipsearch reindex --model {model}` (local index) or `clipsearch bootstrap "
+            "--new-index` after deploying the new model's endpoint (OpenSearch)"
+        )
 
     # ------------------------------------------------------------------ queries
 

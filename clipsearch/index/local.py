@@ -36,7 +36,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -466,6 +466,23 @@ class LocalIndex:
 
     def count(self) -> int:
         return self._db().execute("SELECT COUNT(*) FROM products").fetchone()[0]
+
+    def iter_products(self, page: int = 1000) -> Iterator[Product]:
+        """Every product in insertion order, read a page at a time (reindexing walks
+        the whole catalog without holding it in memory twice)."""
+        last = -1
+        while True:
+            rows = self._db().execute(
+                "SELECT rowid, id, title, image, attributes FROM products WHERE rowid > ? "
+                "ORDER BY rowid LIMIT ?", (last, page)).fetchall()
+            if not rows:
+                return
+            for rowid, *fields in rows:
+                last = rowid
+                yield _product(*fields)
+
+    def ids(self) -> set[str]:
+        return {row[0] for row in self._db().execute("SELECT id FROM products")}
 
     def fields(self) -> Mapping[str, FieldType]:
         self._refresh_if_stale()
