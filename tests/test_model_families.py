@@ -243,7 +243,7 @@ def test_cli_builds_ingests_and_searches_with_any_family(tmp_path, capsys, demo_
     capsys.readouterr()
     assert main([*base, "search", "赤い靴", "--k", "3", "--json"]) == 0
     response = json.loads(capsys.readouterr().out)
-    assert response["model"] == str(model) and len(response["results"]) == 3
+    assert response["model"] == model.name and len(response["results"]) == 3
     assert main(["model", "random", str(tmp_path / "x"), "--family", "siglip",
                  "--preset", "vit-b-32"]) == 2
     assert "unknown siglip preset 'vit-b-32'" in capsys.readouterr().err
