@@ -136,7 +136,8 @@ class Bucket:
         """`image_s3_key` of a search request: a key (or s3:// URI) under the images prefix.
 
         Only images/ is readable by the query role, so anything else is a 400
-        naming the field rather than an AccessDenied from S3.
+        naming the field rather than an AccessDenied from S3. The messages quote
+        the client's key, never the bucket's name (it is ours, not theirs).
         """
         key = ref.strip()
         if key.startswith("s3://"):
@@ -145,17 +146,22 @@ class Bucket:
             except ValueError as exc:
                 raise ValidationError(str(exc), field="image_s3_key") from None
             if bucket != self.name:
-                raise ValidationError(f"image_s3_key must be in the catalog bucket {self.name}",
+                raise ValidationError("image_s3_key must be in the catalog bucket",
                                       field="image_s3_key")
         normal = posixpath.normpath(key) if key else key
         if not key or normal != key or not key.startswith(self.images_prefix):
             raise ValidationError(f"image_s3_key must be a key under {self.images_prefix}, "
                                   f"like {self.images_prefix}shoe.jpg", field="image_s3_key")
-        data = self.get(key, max_bytes=config.MAX_IMAGE_BYTES)
+        try:
+            data = self.get(key, max_bytes=config.MAX_IMAGE_BYTES)
+        except PayloadTooLargeError:
+            raise PayloadTooLargeError(
+                f"image {key!r} is larger than {config.MAX_IMAGE_BYTES:,} bytes",
+                field="image_s3_key") from None
         if data is None:
-            raise ValidationError(f"no image at s3://{self.name}/{key}", field="image_s3_key")
+            raise ValidationError(f"no image at {key!r}", field="image_s3_key")
         if not data:
-            raise ValidationError(f"s3://{self.name}/{key} is empty", field="image_s3_key")
+            raise ValidationError(f"image {key!r} is empty", field="image_s3_key")
         return data
 
 
