@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 from clipsearch import config
 from clipsearch.bootstrap.options import CATALOG_PREFIX, IMAGES_PREFIX
 from clipsearch.catalog import Product, read_catalog
+from clipsearch.errors import ClipsearchError
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,10 @@ class PreparedCatalog:
 
 
 def _hash_file(path: Path, check: Callable[[bytes], None] | None) -> tuple[int, str, str]:
-    data = path.read_bytes()
+    # Regular files only, size-checked before reading (a FIFO or /dev/zero is refused).
+    from clipsearch.service import read_local_image
+
+    data = read_local_image(str(path))
     if check is not None:
         check(data)
     return len(data), hashlib.md5(data, usedforsecurity=False).hexdigest(), \
@@ -93,16 +97,14 @@ def _hash_file(path: Path, check: Callable[[bytes], None] | None) -> tuple[int, 
 
 
 def check_decodable(data: bytes) -> None:
-    """Raise unless Pillow can parse the header: SingleRecord jobs die on one bad image."""
-    import io
-
-    from PIL import Image, UnidentifiedImageError
+    """Raise unless the endpoint's own decoder accepts the image (formats, pixel bounds),
+    so a transform job never receives an image its handler would refuse."""
+    from clipsearch.images import load_image
 
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"not a decodable image: {exc}") from None
+        load_image(data)
+    except ClipsearchError as exc:
+        raise ValueError(f"not a decodable image: {exc.message}") from None
 
 
 def image_key(path: Path, base_dir: Path, sha256: str, images_prefix: str = IMAGES_PREFIX) -> str:
@@ -175,6 +177,7 @@ def prepare_catalog(
         owners = local[path]
         if isinstance(outcome, Exception):
             reason = (f"image file {path} not found" if isinstance(outcome, FileNotFoundError)
+                      else outcome.message if isinstance(outcome, ClipsearchError)
                       else f"cannot read image {path}: {outcome}")
             _drop(result, owners, dropped, reason)
             continue
