@@ -95,7 +95,7 @@ def parse_sqs_record(record: Mapping[str, Any]) -> Message:
         payload = strict.loads(body)
     except json.JSONDecodeError as exc:
         return Message(message_id, receive_count,
-                       problem=f"the message body is not acceptable JSON ({exc.msg} at "
+                       problem=f"the message body is not JSON we accept ({exc.msg} at "
                                f"{exc.pos})")
     return _parse_payload(message_id, receive_count, payload, depth=0)
 
@@ -114,7 +114,7 @@ def _parse_payload(message_id: str, receive_count: int, payload: Any, depth: int
         try:
             inner = strict.loads(payload["Message"])
         except json.JSONDecodeError as exc:
-            return problem(f"the SNS notification's Message is not acceptable JSON ({exc.msg})")
+            return problem(f"the SNS notification's Message is not JSON we accept ({exc.msg})")
         return _parse_payload(message_id, receive_count, inner, depth + 1)
     if payload.get("source") == "aws.s3" and isinstance(payload.get("detail"), Mapping):
         return _eventbridge(message_id, receive_count, payload)
