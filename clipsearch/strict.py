@@ -77,6 +77,10 @@ class _Rejected(ValueError):
 
 
 def _check_depth(text: str, limit: int) -> None:
+    # Fewer openers than the limit cannot nest deeper: skips the scan for almost
+    # every real document (a 4 MiB base64 body: 2 ms of counting instead of ~90).
+    if text.count("[") + text.count("{") <= limit:
+        return
     depth = 0
     for match in _TOKENS.finditer(text):
         token = match.group()
