@@ -26,9 +26,11 @@ import json
 import os
 import platform
 import random
+import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,15 +66,46 @@ def prepare(workdir: Path, preset: str) -> tuple[Path, Path, list[dict]]:
     return model_dir, data_dir, products
 
 
-def start_server(model_dir: Path, data_dir: Path, port: int, log_path: Path
+def start_server(model_dir: Path, data_dir: Path, port: int, log_path: Path,
+                 cli_args: Sequence[str] = (), serve_args: Sequence[str] = ()
                  ) -> subprocess.Popen:
+    """`clipsearch [cli_args] serve [serve_args]`: global options go before `serve`."""
     log = log_path.open("w")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "clipsearch.cli", "--data-dir", str(data_dir),
-         "--model", str(model_dir), "serve", "--host", "127.0.0.1", "--port", str(port)],
+         "--model", str(model_dir), *cli_args, "serve", "--host", "127.0.0.1",
+         "--port", str(port), *serve_args],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
     )
+
+
+def wait_ready(base_url: str, server: subprocess.Popen, log_path: Path,
+               timeout: float = 600) -> None:
+    """Until /health answers; a server that exits first is reported with its log."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.poll() is not None:
+            print(log_path.read_text(), file=sys.stderr)
+            raise SystemExit("the server exited before it was ready")
+        try:
+            if httpx.get(base_url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the server did not become ready in {timeout:.0f} s")
+        time.sleep(0.3)
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.kill()
 
 
 
@@ -148,6 +181,7 @@ def report(latencies: list[tuple[str, float]], errors: list[str], elapsed: float
                       "p99_ms": round(percentile(values, 99), 1),
                       "max_ms": round(values[-1], 1) if values else None}
     return {
+        "server": f"clipsearch {args.cli_args} serve {args.serve_args}".replace("  ", " "),
         "clients": args.clients, "duration_s": round(elapsed, 1), "preset": args.preset,
         "requests": len(latencies), "errors": len(errors),
         "req_per_s": round(len(latencies) / elapsed, 1), "by_kind": rows,
@@ -163,6 +197,10 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".clipsearch" / "bench-server")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--cli-args", default="", help="options before `serve`, e.g. "
+                        "'--runtime torch --threads 1'")
+    parser.add_argument("--serve-args", default="", help="options after `serve`, e.g. "
+                        "'--no-query-cache --no-micro-batching'")
     args = parser.parse_args()
 
     # Absolute paths: the index records the model path it was built with.
@@ -170,31 +208,14 @@ def main() -> int:
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     log_path = args.workdir.resolve() / "server.log"
-    server = start_server(model_dir, data_dir, port, log_path)
+    server = start_server(model_dir, data_dir, port, log_path, shlex.split(args.cli_args),
+                          shlex.split(args.serve_args))
     try:
-        import httpx
-
-        deadline = time.monotonic() + 180
-        while True:
-            if server.poll() is not None:
-                print(log_path.read_text(), file=sys.stderr)
-                raise SystemExit("the server exited before it was ready")
-            try:
-                if httpx.get(base_url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("the server did not become ready in 180 s")
-            time.sleep(0.3)
+        wait_ready(base_url, server, log_path)
         latencies, errors, elapsed = asyncio.run(
             run_load(base_url, products, args.clients, args.duration))
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
 
     summary = report(latencies, errors, elapsed, args)
     if args.json:

@@ -63,6 +63,13 @@ def _settings_parser() -> argparse.ArgumentParser:
                         "0 = one per core (env CLIPSEARCH_THREADS; default "
                         f"{config.DEFAULT_THREADS}, measured best on a busy box: see "
                         "docs/benchmarks.md)")
+    parser.add_argument("--runtime", choices=config.RUNTIMES, default=settings.runtime,
+                        help="runs the model's towers: onnx (ONNX Runtime, faster on a CPU; "
+                        "exported once, cached beside the model), torch, or auto = onnx when "
+                        "installed and on a CPU (env CLIPSEARCH_RUNTIME; default auto)")
+    parser.add_argument("--quantize", choices=config.QUANTIZATIONS, default=settings.quantize,
+                        help="int8: dynamic int8 ONNX towers, refused where they stray from "
+                        "fp32 (env CLIPSEARCH_QUANTIZE; default none)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -199,8 +206,9 @@ def _index_location(args: argparse.Namespace) -> str:
     return str(current_index_dir(args.data_dir))
 
 
-def _open_encoder(model: str, threads: int, prompt_template: str | None = None):
+def _open_encoder(args: argparse.Namespace, model: str):
     from clipsearch.encoders import load_encoder
+    from clipsearch.encoders.onnx import with_runtime
     from clipsearch.encoders.threads import apply_torch_threads
     from clipsearch.models import model_availability
 
@@ -209,8 +217,9 @@ def _open_encoder(model: str, threads: int, prompt_template: str | None = None):
         raise ConfigurationError(f"cannot load model: {problem}. Pass --model with a local "
                                  "directory, or run `clipsearch model random DIR` for an "
                                  "offline stand-in")
-    apply_torch_threads(threads)
-    return load_encoder(model, prompt_template=prompt_template)
+    threads = apply_torch_threads(args.threads)
+    return with_runtime(load_encoder(model, prompt_template=args.prompt_template), args.runtime,
+                        quantize=args.quantize, threads=threads)
 
 
 def _service(args: argparse.Namespace, model: str | None = None, *, query_cache=None,
@@ -218,7 +227,7 @@ def _service(args: argparse.Namespace, model: str | None = None, *, query_cache=
     from clipsearch.service import SearchService
 
     index = _open_index(args)
-    encoder = _open_encoder(model or args.model, args.threads, args.prompt_template)
+    encoder = _open_encoder(args, model or args.model)
     if wrap_encoder is not None:
         encoder = wrap_encoder(encoder)
     return SearchService(encoder, index, query_cache=query_cache)

@@ -80,6 +80,16 @@ DEFAULT_QUERY_CACHE_MB = 32
 # made the encoder 5-15x slower (docs/benchmarks.md, "Threads").
 DEFAULT_THREADS = 1
 
+# Runtime for the local encoder's towers: "onnx" (ONNX Runtime, the faster on
+# a CPU: docs/benchmarks.md, "Query speed"), "torch", or "auto" = onnx when the
+# `onnx` extra is installed and the model runs on the CPU, else torch.
+RUNTIMES = ("auto", "torch", "onnx")
+DEFAULT_RUNTIME = "auto"
+# "int8": dynamic int8 quantization of the ONNX towers (refused for a model
+# where it moves vectors too far from fp32; see clipsearch/encoders/onnx.py).
+QUANTIZATIONS = ("none", "int8")
+DEFAULT_QUANTIZE = "none"
+
 # Micro-batching in the local server: concurrent encodes of one kind (texts,
 # images) are grouped into one forward pass of at most this many items, the
 # first waiting at most this long for company. Requests that arrive while a
@@ -114,6 +124,8 @@ class Settings:
     batch_size: int = field(default_factory=lambda: int(_env("CLIPSEARCH_BATCH_SIZE", "32")))
     threads: int = field(default_factory=lambda: int(
         _env("CLIPSEARCH_THREADS", str(DEFAULT_THREADS))))
+    runtime: str = field(default_factory=lambda: _env("CLIPSEARCH_RUNTIME", DEFAULT_RUNTIME))
+    quantize: str = field(default_factory=lambda: _env("CLIPSEARCH_QUANTIZE", DEFAULT_QUANTIZE))
     max_batch: int = field(default_factory=lambda: int(
         _env("CLIPSEARCH_MAX_BATCH", str(DEFAULT_MAX_BATCH))))
     batch_wait_ms: float = field(default_factory=lambda: float(

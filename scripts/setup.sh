@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent setup for a fresh machine: a virtualenv with clipsearch and every
 # optional group the tests use. Safe to re-run; it only installs what changed.
-#   scripts/setup.sh          -> every group: local, aws, server, cdk, dev (demo and tests)
-#   scripts/setup.sh demo     -> local + server groups (the demo and `clipsearch serve`)
+#   scripts/setup.sh          -> every group: local, onnx, aws, server, cdk, dev (demo and tests)
+#   scripts/setup.sh demo     -> local + onnx + server groups (the demo and `clipsearch serve`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,8 +17,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 case "$profile" in
-  demo) extras="local,server,eval" ;;
-  *)    extras="local,aws,server,cdk,dev,eval" ;;
+  demo) extras="local,onnx,server,eval" ;;
+  *)    extras="local,onnx,aws,server,cdk,dev,eval" ;;
 esac
 
 stamp="$VENV/.clipsearch-$profile-$(sha256sum pyproject.toml | cut -c1-16)"
