@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from clipsearch import config
 from clipsearch.encoders import Encoder, check_texts
+from clipsearch.encoders.wrapping import EncoderWrapper
 
 if TYPE_CHECKING:
     import numpy as np
@@ -120,7 +121,7 @@ class _Batcher:
             self.items += start
 
 
-class MicroBatchingEncoder:
+class MicroBatchingEncoder(EncoderWrapper):
     """The wrapped encoder's protocol, with concurrent calls grouped per tower."""
 
     def __init__(self, inner: LocalEncoder, *, max_batch: int = config.DEFAULT_MAX_BATCH,
@@ -135,18 +136,6 @@ class MicroBatchingEncoder:
                               self.max_batch, wait)
         self.images = _Batcher("clipsearch-image-batcher", inner.encode_pixels, concat_pixels,
                                self.max_batch, wait)
-
-    @property
-    def model_id(self) -> str:
-        return self.inner.model_id
-
-    @property
-    def dimension(self) -> int:
-        return self.inner.dimension
-
-    @property
-    def prompt_template(self) -> str:
-        return self.inner.prompt_template
 
     def encode_texts(self, texts: Sequence[str], *, apply_template: bool = True) -> np.ndarray:
         check_texts(texts)  # a bad text fails its own request, before queueing

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from clipsearch import config
 from clipsearch.encoders import check_texts, l2_normalize
 from clipsearch.encoders.threads import resolve_threads
+from clipsearch.encoders.wrapping import EncoderWrapper
 from clipsearch.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -222,7 +223,7 @@ def _quantize(directory: Path) -> None:
                          weight_type=QuantType.QInt8)
 
 
-class OnnxEncoder:
+class OnnxEncoder(EncoderWrapper):
     """`source`'s tokenizer and preprocessing, its towers on ONNX Runtime (CPU)."""
 
     def __init__(self, source: Any, *, quantize: str = "none", threads: int = 1,
@@ -234,7 +235,7 @@ class OnnxEncoder:
         if not onnx_available():
             raise ConfigurationError("the onnx runtime needs the `onnx` extra: "
                                      "pip install 'clipsearch[onnx]'")
-        self.source = source
+        self.inner = self.source = source
         self.quantize = quantize
         self.threads = resolve_threads(threads)
         self.batch_size = source.batch_size
@@ -312,18 +313,6 @@ class OnnxEncoder:
                 f"cosine to fp32 {worst:.4f} < {INT8_MIN_COSINE}); use --quantize none")
 
     # ------------------------------------------------------------------ protocol
-
-    @property
-    def model_id(self) -> str:
-        return self.source.model_id
-
-    @property
-    def dimension(self) -> int:
-        return self.source.dimension
-
-    @property
-    def prompt_template(self) -> str:
-        return self.source.prompt_template
 
     def encode_texts(self, texts: Sequence[str], *, apply_template: bool = True) -> np.ndarray:
         import numpy as np
