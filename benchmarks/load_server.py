@@ -61,7 +61,7 @@ def prepare(workdir: Path, preset: str) -> tuple[Path, Path, list[dict]]:
     if not (data_dir / "index" / "products.sqlite3").exists():
         subprocess.run([sys.executable, "-m", "clipsearch.cli", "--data-dir", str(data_dir),
                         "--model", str(model_dir), "ingest", str(catalog), "--no-progress"],
-                       check=True, cwd=ROOT)
+                       check=True, cwd=ROOT, stdout=sys.stderr)
     products = [p.to_dict() for p in read_catalog(catalog).products]
     return model_dir, data_dir, products
 
