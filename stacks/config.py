@@ -37,6 +37,7 @@ from clipsearch.aws.settings import (
     ENV_IMAGE_URL_TTL,
     ENV_IMAGES_PREFIX,
     ENV_INDEX_ALIAS,
+    ENV_INDEX_REPLICAS,
     ENV_MODEL,
     ENV_OPENSEARCH_URL,
 )
@@ -99,7 +100,7 @@ class DeploymentConfig:
     # -- network
     vpc_enabled: bool = False
     vpc_cidr: str = "10.40.0.0/16"
-    # Empty: "<region>a", "<region>b", ... as many as the domain needs.
+    # Empty: the environment's, as many as the domain needs (see stacks/network.py).
     availability_zones: tuple[str, ...] = ()
 
     # -- OpenSearch domain
@@ -196,12 +197,18 @@ class DeploymentConfig:
         return self.removal_policy == "retain"
 
     @property
-    def azs(self) -> tuple[str, ...]:
-        """The AZs the VPC spans: the configured ones, or the region's first few by name."""
-        if self.availability_zones:
-            return self.availability_zones
-        count = max(self.domain_az_count, 2)
-        return tuple(f"{self.region}{letter}" for letter in "abc"[:count])
+    def vpc_az_count(self) -> int:
+        """How many AZs the VPC spans: the domain's zones, and at least two."""
+        return max(self.domain_az_count, 2, len(self.availability_zones))
+
+    @property
+    def index_replicas(self) -> int:
+        """One replica of every shard as soon as there is a second data node to hold it.
+
+        Without it, zone awareness spreads single copies over the zones: losing a
+        node or a zone turns the index red and search answers 5xx.
+        """
+        return 1 if self.domain_instance_count > 1 else 0
 
     @property
     def visibility_timeout_s(self) -> int:
@@ -261,12 +268,13 @@ class DeploymentConfig:
               f"admin_role_arn must be an IAM role ARN; got {self.admin_role_arn!r}")
         check(bool(re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,254}", self.index_alias)),
               f"index_alias must be a lowercase OpenSearch name; got {self.index_alias!r}")
-        if self.vpc_enabled:
-            check(len(self.azs) >= self.domain_az_count,
-                  f"availability_zones lists {len(self.azs)} zones; domain_az_count needs "
-                  f"{self.domain_az_count}")
-            check(all(az.startswith(self.region) for az in self.azs),
-                  f"availability_zones {self.azs} must be in region {self.region}")
+        if self.vpc_enabled and self.availability_zones:
+            check(len(self.availability_zones) >= max(self.domain_az_count, 2),
+                  f"availability_zones lists {len(self.availability_zones)} zone(s); the VPC "
+                  f"needs {max(self.domain_az_count, 2)} (domain_az_count, and at least 2)")
+            check(all(az.startswith(self.region) for az in self.availability_zones),
+                  f"availability_zones {self.availability_zones} must be in region "
+                  f"{self.region}")
 
         # Model endpoint
         check(bool(re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", self.endpoint_name)),
@@ -518,6 +526,7 @@ __all__ = [
     "ENV_IMAGES_PREFIX",
     "ENV_IMAGE_URL_TTL",
     "ENV_INDEX_ALIAS",
+    "ENV_INDEX_REPLICAS",
     "ENV_MODEL",
     "ENV_OPENSEARCH_URL",
     "IMAGES_PREFIX",

@@ -9,11 +9,34 @@ in a VPC, so it is reached through its endpoint.
 
 from __future__ import annotations
 
+from aws_cdk import Fn, Stack, Token
 from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
 from stacks.common import log_group
-from stacks.config import DeploymentConfig
+from stacks.config import ConfigError, DeploymentConfig
+
+
+def availability_zones(stack: Stack, config: DeploymentConfig) -> list[str]:
+    """The AZs the VPC spans: configured, else the environment's own.
+
+    With an account in the environment, CDK looks the region's zone names up
+    (and caches them in cdk.context.json); without one, the template picks them
+    at deploy time with `Fn::GetAZs`. Never names guessed from the region, which
+    fail in accounts or regions without that zone (cfn-lint W3010).
+    """
+    if config.availability_zones:
+        return list(config.availability_zones)
+    count = config.vpc_az_count
+    known = stack.availability_zones
+    if not any(Token.is_unresolved(zone) for zone in known):
+        if len(known) < count:
+            raise ConfigError(
+                f"region {stack.region} offers {len(known)} availability zone(s) to this "
+                f"account ({', '.join(known)}); domain_az_count={config.domain_az_count} "
+                "needs more. Set -c domain_az_count=2 (and an even domain_instance_count)")
+        return list(known[:count])
+    return [Fn.select(index, Fn.get_azs(stack.region)) for index in range(count)]
 
 
 class Network(Construct):
@@ -24,7 +47,7 @@ class Network(Construct):
         self.vpc = ec2.Vpc(
             self, "Vpc",
             ip_addresses=ec2.IpAddresses.cidr(config.vpc_cidr),
-            availability_zones=list(config.azs),
+            availability_zones=availability_zones(Stack.of(self), config),
             nat_gateways=0,
             subnet_configuration=[
                 ec2.SubnetConfiguration(name="private", cidr_mask=22,

@@ -7,13 +7,22 @@ plain property and the log delivery permission a `CfnResourcePolicy`.
 
 Security properties (each has a test in tests/test_stacks.py):
 - encryption at rest, node-to-node encryption, HTTPS only, TLS 1.2+;
-- an access policy that allows `es:ESHttp*` only to the Lambda roles and an
-  optional admin role: no `*` principal, no IP conditions to get wrong;
+- an access policy that names only the Lambda roles and an optional admin
+  role: no `*` principal, no IP conditions to get wrong. Each Lambda role gets
+  the HTTP methods and paths it really sends, here and in its own IAM policy
+  (`reader_grants`, `writer_grants`; tests/test_lambda_e2e.py records the
+  Lambdas' traffic against the real node and checks every request against
+  both policies). The query role can only read; the ingest role writes
+  documents and creates indexes but can neither delete an index nor move an
+  alias. The admin role (whatever signs the bootstrap) may do everything;
 - slow search, slow index and application logs in CloudWatch;
 - optional VPC placement (private subnets, a security group open to the Lambdas only).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 from aws_cdk import Stack
 from aws_cdk import aws_iam as iam
@@ -28,10 +37,58 @@ from stacks.network import Network
 
 ENGINE_VERSION = opensearch.EngineVersion.OPENSEARCH_2_19
 
-# What the Lambdas may do over HTTP. Query needs reads and _search (POST);
-# ingest also writes and deletes documents.
-READ_ACTIONS = ("es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost")
-WRITE_ACTIONS = (*READ_ACTIONS, "es:ESHttpPut", "es:ESHttpDelete")
+
+@dataclass(frozen=True)
+class HttpGrant:
+    """HTTP methods on domain paths (IAM wildcards), as one policy statement.
+
+    OpenSearch Service authorizes each request as `es:ESHttp<Method>` on
+    `<domain ARN>/<path>`. A `*` in an IAM resource also matches `/`, so
+    "everything under the index" would include `_bulk`, `_delete_by_query` and
+    `_alias/...`: POST and PUT are granted on exact paths only.
+    """
+
+    methods: tuple[str, ...]
+    paths: tuple[str, ...]
+    effect: str = "Allow"
+
+    @property
+    def actions(self) -> list[str]:
+        return [f"es:ESHttp{m.title()}" for m in self.methods]
+
+
+def reader_grants(alias: str) -> list[HttpGrant]:
+    """What the query Lambda sends (recorded in tests/test_lambda_e2e.py): reads only."""
+    return [
+        HttpGrant(("GET", "HEAD"), (alias, f"{alias}/_doc/*", f"{alias}/_mapping",
+                                    f"{alias}/_search", f"{alias}/_count", f"_alias/{alias}")),
+        # Searches, counts and multi-gets carry a body, so they are POSTs; still reads.
+        HttpGrant(("POST",), (f"{alias}/_search", f"{alias}/_count", f"{alias}/_mget")),
+    ]
+
+
+def writer_grants(alias: str) -> list[HttpGrant]:
+    """What the ingest Lambda sends: document writes and creating its indexes, no more.
+
+    It creates `<alias>-vN` (with the alias on it, the first time) and
+    `<alias>-catalog`; it never deletes an index or moves an alias (the
+    bootstrap's swap is the operator's, see docs/aws.md), which the Deny
+    makes explicit against anything the PUT on `<alias>-v*` would reach.
+    """
+    versions, catalog = f"{alias}-v*", f"{alias}-catalog"
+    return [
+        HttpGrant(("GET", "HEAD"), (alias, f"{alias}/*", f"_alias/{alias}", versions,
+                                    catalog)),
+        HttpGrant(("POST",), ("_bulk", f"{alias}/_mget", f"{alias}/_search",
+                              f"{catalog}/_search")),
+        HttpGrant(("PUT",), (versions, catalog)),
+        HttpGrant(("PUT", "POST", "DELETE"), ("_alias*", "*/_alias*"), effect="Deny"),
+    ]
+
+
+# Operators (the bootstrap, admin tools) may do everything over HTTP: build,
+# publish and drop index versions.
+ADMIN_ACTIONS = ("es:ESHttp*",)
 
 
 class SearchDomain(Construct):
@@ -43,6 +100,7 @@ class SearchDomain(Construct):
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
         self.domain_name = config.domain_name
+        self.alias = config.index_alias
         self.domain_arn = stack.format_arn(service="es", resource="domain",
                                            resource_name=config.domain_name)
         self.index_arn = f"{self.domain_arn}/*"
@@ -72,24 +130,17 @@ class SearchDomain(Construct):
         )
 
         # Same-account access is the union of this policy and the caller's IAM policy,
-        # so readers get read actions here too, not the full set.
-        writer_arns = [role.role_arn for role in writers]
+        # so each role gets the same scoped grants here as in its own policy.
+        statements: list[dict[str, Any]] = []
+        for roles, grants in ((readers, reader_grants(config.index_alias)),
+                              (writers, writer_grants(config.index_alias))):
+            for role in roles:
+                statements += [self._statement(grant, {"AWS": role.role_arn})
+                               for grant in grants]
         if config.admin_role_arn:
-            writer_arns.append(config.admin_role_arn)
-        access_policy = {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"AWS": arns},
-                    "Action": list(actions),
-                    "Resource": self.index_arn,
-                }
-                for arns, actions in (([r.role_arn for r in readers], READ_ACTIONS),
-                                      (writer_arns, WRITE_ACTIONS))
-                if arns
-            ],
-        }
+            statements.append({"Effect": "Allow", "Principal": {"AWS": config.admin_role_arn},
+                               "Action": list(ADMIN_ACTIONS), "Resource": self.index_arn})
+        access_policy = {"Version": "2012-10-17", "Statement": statements}
 
         zone_awareness = config.domain_az_count > 1
         vpc_options = None
@@ -146,12 +197,27 @@ class SearchDomain(Construct):
         self.endpoint = self.domain.attr_domain_endpoint
         self.url = f"https://{self.endpoint}"
 
+    def resource(self, path: str) -> str:
+        """The ARN OpenSearch authorizes a request to `path` (no leading slash) against."""
+        return f"{self.domain_arn}/{path}"
+
+    def _statement(self, grant: HttpGrant, principal: dict[str, Any]) -> dict[str, Any]:
+        return {"Effect": grant.effect, "Principal": principal, "Action": grant.actions,
+                "Resource": [self.resource(p) for p in grant.paths]}
+
     def grant(self, role: iam.IRole, *, write: bool) -> None:
-        """es:ESHttp* on this domain's indices only: reads for query, writes for ingest."""
-        role.add_to_principal_policy(iam.PolicyStatement(
-            actions=list(WRITE_ACTIONS if write else READ_ACTIONS),
-            resources=[self.domain_arn, self.index_arn],
-        ))
-        acknowledge_wildcard(role, self.index_arn,
-                             "Indices are versioned and created at run time behind the alias "
-                             "(zero-downtime reindex); access is scoped to this one domain.")
+        """The reader's or the writer's grants (see above) in the role's own policy."""
+        grants = writer_grants(self.alias) if write else reader_grants(self.alias)
+        for grant in grants:
+            resources = [self.resource(p) for p in grant.paths]
+            role.add_to_principal_policy(iam.PolicyStatement(
+                effect=iam.Effect.DENY if grant.effect == "Deny" else iam.Effect.ALLOW,
+                actions=grant.actions, resources=resources))
+            if grant.effect == "Allow":
+                for resource, path in zip(resources, grant.paths, strict=True):
+                    if "*" in path:
+                        acknowledge_wildcard(
+                            role, resource,
+                            "Document ids and index versions are created at run time; the "
+                            "wildcard covers only reads of the alias or creating its "
+                            "versioned indexes, and Deny statements exclude alias changes.")

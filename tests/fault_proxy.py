@@ -1,25 +1,36 @@
-"""An HTTP proxy in front of the real OpenSearch node that injects faults.
+"""An HTTP proxy in front of a real service (the OpenSearch node, the endpoint emulator)
+that injects faults, slows requests down and records what passes.
 
-Throttling (429) and server errors (5xx) cannot be provoked on demand from a
-healthy node, so tests put this proxy between the client and the node and
-tell it which requests to answer with which status.
+Throttling (429), server errors (5xx) and a slow service cannot be provoked on
+demand from a healthy one, so tests put this proxy between the client and the
+service and tell it which requests to answer with which status, or to hold
+for how long. It also records every request (label, method, path), the label
+naming who sent it (`labelled`), for the least-privilege checks.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+# Hop-by-hop headers and those urllib sets itself.
+_NOT_FORWARDED = frozenset({"host", "content-length", "connection", "keep-alive",
+                            "transfer-encoding", "proxy-connection"})
 
 
 class FaultProxy:
     """Forwards HTTP to OpenSearch, answering chosen requests with an injected status.
 
     `faults` maps a path fragment (e.g. "_search", "_bulk") to a list of statuses
-    to answer, one per matching request, before forwarding again.
+    to answer, one per matching request, before forwarding again. `delays` maps a
+    path fragment to seconds to wait before forwarding a matching request.
     """
 
     def __init__(self, upstream: str) -> None:
@@ -27,6 +38,9 @@ class FaultProxy:
         self.upstream = upstream.rstrip("/")
         self.faults: dict[str, list[int]] = {}
         self.hits: dict[str, int] = {}
+        self.delays: dict[str, float] = {}
+        self.label: str | None = None
+        self.recorded: list[tuple[str | None, str, str]] = []
         self.lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
@@ -34,6 +48,9 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 with proxy.lock:
+                    proxy.recorded.append((proxy.label, self.command, self.path))
+                    delay = max([s for f, s in proxy.delays.items() if f in self.path],
+                                default=0.0)
                     for fragment, statuses in proxy.faults.items():
                         if fragment in self.path:
                             proxy.hits[fragment] = proxy.hits.get(fragment, 0) + 1
@@ -42,6 +59,8 @@ class FaultProxy:
                                 break
                     else:
                         status = 0
+                if delay:
+                    time.sleep(delay)
                 if status:
                     payload = json.dumps({"error": {"type": "es_rejected_execution_exception",
                                                     "reason": "injected"},
@@ -50,9 +69,9 @@ class FaultProxy:
                     return
                 request = urllib.request.Request(proxy.upstream + self.path, data=body,
                                                  method=self.command)
-                for key in ("Content-Type", "Content-Encoding", "Accept-Encoding"):
-                    if self.headers.get(key):
-                        request.add_header(key, self.headers[key])
+                for key, value in self.headers.items():
+                    if key.lower() not in _NOT_FORWARDED:
+                        request.add_header(key, value)
                 try:
                     with urllib.request.urlopen(request, timeout=30) as response:
                         self._reply(response.status, response.read(),
@@ -80,6 +99,18 @@ class FaultProxy:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def labelled(self, label: str, function: Callable[..., T]) -> Callable[..., T]:
+        """`function`, recording the requests made while it runs under `label`."""
+
+        def call(*args: Any, **kwargs: Any) -> T:
+            self.label = label
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.label = None
+
+        return call
 
     @property
     def url(self) -> str:

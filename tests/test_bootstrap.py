@@ -73,6 +73,8 @@ def deploy(session: Any, *, opensearch_url: str, alias: str, artifact: Path) -> 
             "BucketName": {"Value": {"Ref": "Bucket"}},
             "OpenSearchUrl": {"Value": opensearch_url},
             "IndexAlias": {"Value": alias},
+            # What a multi-node domain's stack outputs (a single node leaves it unassigned).
+            "IndexReplicas": {"Value": "1"},
             "ModelName": {"Value": MODEL},
             "TransformRoleArn": {"Value": f"arn:aws:iam::{ACCOUNT}:role/clipsearch-model"},
             "ApiUrl": {"Value": "https://example.execute-api.us-east-1.amazonaws.com/v1/"},
@@ -165,6 +167,9 @@ def test_bootstrap_end_to_end_then_a_rerun_changes_nothing(stack, catalog, alias
     index = OpenSearchIndex(opensearch_client, alias=alias)
     assert index.current_index() == report["index"]["index"] == f"{alias}-v1"
     assert index.count() == 40
+    # The version has the replicas the stack output asks for, read back from the node.
+    settings = opensearch_client.indices.get_settings(index=f"{alias}-v1")
+    assert settings[f"{alias}-v1"]["settings"]["index"]["number_of_replicas"] == "1"
     product = index.get(ids[5])
     assert product is not None and product.title
     assert product.image == f"s3://{BUCKET}/images/{ids[5]}.png"

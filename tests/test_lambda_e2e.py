@@ -17,6 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
+from tests.fault_proxy import FaultProxy
+from tests.iam_policy import INGEST_FORBIDDEN, QUERY_FORBIDDEN, DomainPermissions
 from tests.lambda_support import (
     api_event,
     aws_mock,  # noqa: F401  (fixture)
@@ -31,12 +33,26 @@ from tests.lambda_support import (
 
 
 @pytest.fixture(scope="module")
-def world(aws_mock, opensearch_url, sagemaker_endpoint, endpoint_model_id, demo_products):  # noqa: F811
-    world = make_world(opensearch_url, sagemaker_endpoint, endpoint_model_id)
+def traffic(opensearch_url):
+    """A recording proxy in front of the node: every request the Lambdas send, by Lambda."""
+    with FaultProxy(opensearch_url) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def world(aws_mock, opensearch_url, traffic, sagemaker_endpoint, endpoint_model_id,  # noqa: F811
+          demo_products):
+    # One replica, as the stack sets for a multi-node domain (the single test node
+    # cannot assign it, but it must be asked for).
+    world = make_world(opensearch_url, sagemaker_endpoint, endpoint_model_id,
+                       extra_env={"CLIPSEARCH_INDEX_REPLICAS": "1",
+                                  "CLIPSEARCH_OPENSEARCH_URL": traffic.url})
     for name, value in world.env.items():
         aws_mock.setenv(name, value)
     world.ingest = load_handler("ingest")
     world.query = load_handler("query")
+    world.ingest.handler = traffic.labelled("ingest", world.ingest.handler)
+    world.query.handler = traffic.labelled("query", world.query.handler)
     world.reports = ingest_demo(world, world.ingest, demo_products)
     return world
 
@@ -61,6 +77,15 @@ def test_every_product_is_indexed_and_nothing_failed(world, demo_products, sagem
     assert health == {"status": "ok", "model": world.env["CLIPSEARCH_MODEL"],
                       "products": len(demo_products)}
     assert world.dead_letters() == []
+
+
+def test_every_index_the_ingest_lambda_created_has_the_stacks_replicas(world):
+    created = world.opensearch.indices.get_settings(index=f"{world.alias}*")
+    assert set(created) == {f"{world.alias}-v1", f"{world.alias}-catalog"}
+    for name, settings in created.items():
+        assert settings["settings"]["index"]["number_of_replicas"] == "1", name
+    # The alias came with the index creation (the ingest role may not move aliases).
+    assert set(world.opensearch.indices.get_alias(name=world.alias)) == {f"{world.alias}-v1"}
 
 
 @pytest.mark.parametrize("position", [0, 7, 20, 39])
@@ -166,3 +191,43 @@ def test_a_second_catalog_updates_metadata_without_reencoding_and_its_deletion_u
     assert not drain(world, world.ingest).failed
     status, _, product = call(world.query, api_event("GET", f"/products/{second.id}"))
     assert status == 200 and product["title"] == second.title
+
+
+# ------------------------------------------------------------------ least privilege
+# Last in the module: by now the Lambdas have sent every kind of request the tests
+# above make them send (ingest of images and catalogs, deletions, every API route).
+
+
+def test_the_lambdas_recorded_traffic_is_exactly_what_their_policies_allow(
+        world, traffic, tmp_path_factory):
+    from tests.test_stacks import _synth
+
+    synth = _synth("dev", tmp_path_factory.mktemp("cdk-policy"))
+    permissions = DomainPermissions(synth.template, synth.config.region)
+    roles = {name: synth.logical_id(getattr(synth.stack, f"{name}_function").role)
+             for name in ("query", "ingest")}
+    alias = synth.config.index_alias
+    sent: dict[str, set[tuple[str, str]]] = {"query": set(), "ingest": set()}
+    for label, method, path in traffic.recorded:
+        assert label in sent, f"{method} {path} sent outside a Lambda invocation"
+        # The world's alias stands in for the stack's.
+        sent[label].add((method, path.split("?", 1)[0].replace(world.alias, alias)))
+    # The traffic covers what each Lambda does, so the check below means something.
+    assert {("POST", f"/{alias}/_search"), ("GET", f"/{alias}/_mapping")} <= sent["query"]
+    assert any(p == "/_bulk" for _, p in sent["ingest"])
+    assert ("PUT", f"/{alias}-v1") in sent["ingest"]
+    assert ("PUT", f"/{alias}-catalog") in sent["ingest"]
+
+    refused = {name: sorted(f"{m} {p}: {permissions.verdict(roles[name], m, p)}"
+                            for m, p in requests
+                            if not permissions.verdict(roles[name], m, p).allowed_by_each)
+               for name, requests in sent.items()}
+    assert refused == {"query": [], "ingest": []}
+
+    for name, forbidden in (("query", QUERY_FORBIDDEN), ("ingest", INGEST_FORBIDDEN)):
+        let_through = [f"{m} {p}" for m, template in forbidden
+                       for p in [template.format(alias=alias)]
+                       if not permissions.verdict(roles[name], m, p).denied]
+        assert let_through == [], name
+    # The query role reads: no request it may send writes, whatever the path.
+    assert not [r for r in sent["query"] if r[0] not in ("GET", "HEAD", "POST")]

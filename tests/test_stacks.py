@@ -43,15 +43,19 @@ from stacks.clipsearch_stack import OUTPUTS, ClipsearchStack
 from stacks.config import (
     ENV_ENDPOINT,
     ENV_INDEX_ALIAS,
+    ENV_INDEX_REPLICAS,
     ENV_OPENSEARCH_URL,
     SERVERLESS_MEMORY_CHOICES,
+    ConfigError,
     DeploymentConfig,
 )
 from stacks.functions import RUNTIME
 from stacks.nag import MIN_REASON_CHARS, acknowledge, add_checks
+from stacks.network import Network
 from stacks.search_domain import SearchDomain
 from stacks.waf import RATE_RULE
 from stacks.web import API_KEY_HEADER, API_PATH, response_headers
+from tests.iam_policy import INGEST_FORBIDDEN, QUERY_FORBIDDEN, DomainPermissions
 
 REPO = Path(__file__).resolve().parent.parent
 SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
@@ -91,8 +95,9 @@ class Synth:
         return self.stack.get_logical_id(cfn_element)
 
 
-def _synth(profile: str, outdir: Path) -> Synth:
-    app, stack = build_app({**BASE_CONTEXT, "profile": profile}, outdir=str(outdir), environ={})
+def _synth(profile: str, outdir: Path, **context: Any) -> Synth:
+    app, stack = build_app({**BASE_CONTEXT, "profile": profile, **context}, outdir=str(outdir),
+                           environ={})
     assembly = app.synth()  # raises if cdk-nag reports an unacknowledged finding
     artifact = assembly.get_stack_artifact(stack.artifact_id)
     template = artifact.template
@@ -276,17 +281,33 @@ def test_domain_access_policy_names_only_the_lambda_roles(synth: Synth) -> None:
     policy = _domain(synth)["AccessPolicies"]
     query = synth.logical_id(synth.stack.query_function.role)
     ingest = synth.logical_id(synth.stack.ingest_function.role)
-    principals = {}
+    principals = set()
     for statement in _statements(policy):
-        assert statement["Effect"] == "Allow"
         for principal in _as_list(statement["Principal"]["AWS"]):
             assert principal != "*", "the domain must not allow every principal"
-            principals[principal["Fn::GetAtt"][0]] = set(_actions(statement))
+            principals.add(principal["Fn::GetAtt"][0])
         assert all(a.startswith("es:ESHttp") for a in _actions(statement))
-    assert set(principals) == {query, ingest}
-    # Same-account access is the union of both policies: the query role must not write.
-    assert not principals[query] & {"es:ESHttpPut", "es:ESHttpDelete"}
-    assert {"es:ESHttpPut", "es:ESHttpDelete"} <= principals[ingest]
+        assert "es:ESHttp*" not in _actions(statement), "Lambda grants name their methods"
+    assert principals == {query, ingest}
+
+
+def test_query_role_only_reads_and_ingest_can_neither_move_aliases_nor_drop_indexes(
+        synth: Synth) -> None:
+    """Both policies of each role, judged IAM-style (tests/iam_policy.py). The requests the
+    Lambdas really send are checked against the same policies in tests/test_lambda_e2e.py."""
+    permissions = DomainPermissions(synth.template, synth.config.region)
+    alias = synth.config.index_alias
+    roles = {name: synth.logical_id(getattr(synth.stack, f"{name}_function").role)
+             for name in ("query", "ingest")}
+    for name, forbidden in (("query", QUERY_FORBIDDEN), ("ingest", INGEST_FORBIDDEN)):
+        for method, template in forbidden:
+            path = template.format(alias=alias)
+            assert permissions.verdict(roles[name], method, path).denied, (name, method, path)
+    for name, method, path in (("query", "POST", f"/{alias}/_search"),
+                               ("query", "GET", f"/{alias}/_doc/p-1"),
+                               ("ingest", "POST", "/_bulk"),
+                               ("ingest", "PUT", f"/{alias}-v12")):
+        assert permissions.verdict(roles[name], method, path).allowed_by_each, (name, path)
 
 
 def test_domain_logs_go_to_cloudwatch(synth: Synth) -> None:
@@ -353,8 +374,11 @@ def test_admin_role_joins_the_domain_access_policy() -> None:
                  network=None)
     policy = Template.from_stack(stack).find_resources("AWS::OpenSearchService::Domain")
     (domain,) = policy.values()
-    writers = _statements(domain["Properties"]["AccessPolicies"])[1]["Principal"]["AWS"]
-    assert ADMIN_ROLE in writers and len(writers) == 2
+    (admin,) = [s for s in _statements(domain["Properties"]["AccessPolicies"])
+                if s["Principal"]["AWS"] == ADMIN_ROLE]
+    # The operator's role (it signs the bootstrap's alias swap): every HTTP method.
+    assert admin["Effect"] == "Allow" and admin["Action"] == ["es:ESHttp*"]
+    assert json.dumps(admin["Resource"]).endswith(':domain/clipsearch-dev/*"]]}')
 
 
 # ----------------------------------------------------------------------------- model
@@ -638,6 +662,18 @@ def test_lambda_environment_names_the_endpoint_domain_and_alias(synth: Synth) ->
         assert env["POWERTOOLS_SERVICE_NAME"] == f"clipsearch-{name}"
 
 
+def test_index_replicas_follow_the_data_nodes(dev: Synth, prod: Synth) -> None:
+    """One replica whenever a second data node exists, for the Lambdas and the bootstrap."""
+    assert dev.config.domain_instance_count == 1 and prod.config.domain_instance_count == 3
+    for synth, replicas in ((dev, "0"), (prod, "1")):
+        for name in ("query", "ingest"):
+            env = _function(synth, name)["Environment"]["Variables"]
+            assert env[ENV_INDEX_REPLICAS] == replicas
+        assert synth.template["Outputs"]["IndexReplicas"]["Value"] == replicas
+    two_nodes = DeploymentConfig(domain_instance_count=2, domain_az_count=2).validate()
+    assert two_nodes.index_replicas == 1
+
+
 def test_query_timeout_fits_under_api_gateway(synth: Synth) -> None:
     assert _function(synth, "query")["Timeout"] < 29
 
@@ -652,8 +688,10 @@ def test_lambda_roles_are_least_privilege(synth: Synth) -> None:
         statements = _role_statements(synth, role)
         invoke = [s for s in statements if "sagemaker:InvokeEndpoint" in _actions(s)]
         assert [s["Resource"] for s in invoke] == [endpoint]
-        es = {a for s in statements for a in _actions(s) if a.startswith("es:")}
-        assert ("es:ESHttpPut" in es) is es_writes and ("es:ESHttpDelete" in es) is es_writes
+        es = {a for s in statements if s.get("Effect", "Allow") == "Allow"
+              for a in _actions(s) if a.startswith("es:")}
+        assert ("es:ESHttpPut" in es) is es_writes
+        assert "es:ESHttpDelete" not in es, "documents are deleted through _bulk"
         s3_reads = [s for s in statements if any(a.startswith("s3:") for a in _actions(s))]
         assert {a for s in s3_reads for a in _actions(s)} == {"s3:GetObject"}
         readable = set(re.findall(r'"/(\w+/)\*"', json.dumps(s3_reads)))
@@ -987,8 +1025,8 @@ def test_every_acknowledgement_carries_a_reason(synth: Synth) -> None:
     assert ours, "expected acknowledged cdk-nag findings"
     for rule, reason in ours.items():
         assert len(reason) >= MIN_REASON_CHARS, rule
-    # Anything else is CDK's own acknowledgement of its built-in template checks
-    # (the VPC construct accepts cfn-lint's W3010 for named AZs), also with a reason.
+    # Anything else is CDK's own acknowledgement of its built-in template checks,
+    # also with a reason.
     for rule, reason in acknowledged.items():
         assert rule in ours or rule.split(" ")[1].startswith("CloudFormation-Validate::"), rule
         assert reason.strip(), rule
@@ -1014,19 +1052,51 @@ def test_acknowledge_refuses_empty_reasons() -> None:
 CFN_LINT_ACCEPTED = {
     # CDK writes an explicit DependsOn next to a GetAtt for roles and queues; harmless.
     "W3005",
-    # The VPC names its AZs (config `availability_zones`) so a 3-AZ domain is possible
-    # in an environment-agnostic account; the names are a config knob.
-    "W3010",
 }
 
 
-def test_cfn_lint_passes(synth: Synth) -> None:
+def _lint(synth: Synth) -> list[str]:
     from cfnlint.api import lint
 
     matches = lint(json.dumps(synth.template), regions=[synth.config.region])
-    problems = [f"{m.rule.id}: {m.message} ({m.path})" for m in matches
-                if m.rule.id not in CFN_LINT_ACCEPTED and not m.rule.id.startswith("I")]
-    assert problems == []
+    return [f"{m.rule.id}: {m.message} ({m.path})" for m in matches
+            if m.rule.id not in CFN_LINT_ACCEPTED and not m.rule.id.startswith("I")]
+
+
+def test_cfn_lint_passes(synth: Synth) -> None:
+    assert _lint(synth) == []
+
+
+def test_a_two_az_region_synthesizes_and_validates(tmp_path: Path) -> None:
+    """prod with two zones in us-west-1 (two AZs for most accounts): zones picked at deploy
+    time with Fn::GetAZs, never names guessed from the region (cfn-lint W3010)."""
+    two = _synth("prod", tmp_path, region="us-west-1", domain_az_count=2,
+                 domain_instance_count=2)
+    assert _lint(two) == []
+    subnets = two.resources("AWS::EC2::Subnet").values()
+    assert sorted(json.dumps(s["Properties"]["AvailabilityZone"]) for s in subnets) == [
+        json.dumps({"Fn::Select": [i, {"Fn::GetAZs": "us-west-1"}]}) for i in range(2)]
+    cluster = _domain(two)["ClusterConfig"]
+    assert cluster["ZoneAwarenessConfig"] == {"AvailabilityZoneCount": 2}
+    assert len(_domain(two)["VPCOptions"]["SubnetIds"]) == 2
+    assert two.template["Outputs"]["IndexReplicas"]["Value"] == "1"
+
+
+def test_looked_up_zone_names_are_used_and_too_few_are_refused() -> None:
+    """With an account, CDK's context lookup names the zones; the VPC uses those."""
+    key = "availability-zones:account=123456789012:region=us-west-1"
+    zones = ["us-west-1b", "us-west-1c"]
+    config = DeploymentConfig(profile="prod", region="us-west-1", vpc_enabled=True,
+                              domain_az_count=2, domain_instance_count=2).validate()
+    stack = Stack(App(context={key: zones}), "Zones",
+                  env={"account": "123456789012", "region": "us-west-1"})
+    assert Network(stack, "Network", config=config).vpc.availability_zones == zones
+    three = DeploymentConfig(profile="prod", region="us-west-1", vpc_enabled=True,
+                             domain_az_count=3, domain_instance_count=3).validate()
+    stack = Stack(App(context={key: zones}), "Zones",
+                  env={"account": "123456789012", "region": "us-west-1"})
+    with pytest.raises(ConfigError, match="offers 2 availability zone"):
+        Network(stack, "Network", config=three)
 
 
 _VOLATILE = re.compile(r"[0-9a-f]{32,}")

@@ -44,19 +44,25 @@ from clipsearch.index.opensearch import _unavailable_on_transport_errors
 
 log = logging.getLogger(__name__)
 
-MAPPING: dict[str, Any] = {
-    "settings": {"index": {"number_of_shards": 1, "auto_expand_replicas": "0-1"}},
-    "mappings": {
-        "dynamic": "strict",
-        "properties": {
-            "id": {"type": "keyword"},
-            "image_key": {"type": "keyword"},
-            "source": {"type": "keyword"},
-            "line": {"type": "integer"},
-            "product": {"type": "object", "enabled": False},
-        },
+
+MAPPINGS: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "id": {"type": "keyword"},
+        "image_key": {"type": "keyword"},
+        "source": {"type": "keyword"},
+        "line": {"type": "integer"},
+        "product": {"type": "object", "enabled": False},
     },
 }
+
+
+def mapping(replicas: int = 0) -> dict[str, Any]:
+    """Settings and mapping of the catalog index; `replicas` as for the product versions."""
+    return {"settings": {"index": {"number_of_shards": 1, "number_of_replicas": replicas}},
+            "mappings": MAPPINGS}
+
+
 PAGE = 1000
 
 
@@ -84,9 +90,10 @@ class CatalogRecord:
 class CatalogStore:
     """The `<alias>-catalog` index: see the module docstring."""
 
-    def __init__(self, client: Any, alias: str) -> None:
+    def __init__(self, client: Any, alias: str, *, replicas: int = 0) -> None:
         self.client = client
         self.name = f"{alias}-catalog"
+        self.replicas = replicas
         self._ready = False
 
     @_unavailable_on_transport_errors
@@ -98,7 +105,7 @@ class CatalogStore:
             from opensearchpy.exceptions import RequestError
 
             try:
-                self.client.indices.create(index=self.name, body=MAPPING)
+                self.client.indices.create(index=self.name, body=mapping(self.replicas))
             except RequestError as exc:
                 if "resource_already_exists_exception" not in str(exc.error):
                     raise

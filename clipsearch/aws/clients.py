@@ -40,8 +40,12 @@ def s3_client(*, read_timeout: float = 10.0, region_name: str | None = None) -> 
     ))
 
 
-def build_encoder(settings: LambdaSettings, *, dimension: int | None = None) -> SageMakerEncoder:
-    """The endpoint's encoder; model id from the stack so no probe call is needed at start."""
+def build_encoder(settings: LambdaSettings, *, dimension: int | None = None,
+                  time_left: Callable[[], float] | None = None) -> SageMakerEncoder:
+    """The endpoint's encoder; model id from the stack so no probe call is needed at start.
+
+    `time_left` caps every call (see SageMakerEncoder).
+    """
     budget = settings.encoder_budget
     return SageMakerEncoder(
         settings.endpoint_name,
@@ -52,15 +56,21 @@ def build_encoder(settings: LambdaSettings, *, dimension: int | None = None) -> 
         base_delay=budget.base_delay,
         time_budget=budget.time_budget,
         read_timeout=budget.read_timeout,
+        time_left=time_left,
     )
 
 
-def build_index(settings: LambdaSettings, **kwargs: Any) -> OpenSearchIndex:
-    """The product index behind the stack's alias, over a 429-retrying client."""
+def build_index(settings: LambdaSettings, *, time_left: Callable[[], float] | None = None,
+                **kwargs: Any) -> OpenSearchIndex:
+    """The product index behind the stack's alias, over a 429-retrying client whose
+    requests end within `time_left()` seconds, when given."""
     client = make_client(settings.opensearch_url, aws_sigv4=settings.opensearch_sigv4,
                          timeout=settings.opensearch_timeout)
+    if time_left is not None:
+        bound_by_time(client, time_left, default_timeout=settings.opensearch_timeout)
     retry_throttled(client)
-    return OpenSearchIndex(client, alias=settings.index_alias, **kwargs)
+    return OpenSearchIndex(client, alias=settings.index_alias,
+                           replicas=settings.index_replicas, **kwargs)
 
 
 def retry_throttled(client: Any, *, attempts: int = 4, base_delay: float = 0.1,
@@ -87,6 +97,36 @@ def retry_throttled(client: Any, *, attempts: int = 4, base_delay: float = 0.1,
                          method, url, attempt, delay)
                 sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    transport.perform_request = perform_request
+    return client
+
+
+def bound_by_time(client: Any, time_left: Callable[[], float], *, default_timeout: float,
+                  minimum: float = 0.5) -> Any:
+    """Make every request of `client`, with the transport's own retries, end within
+    `time_left()` seconds; with less than `minimum` left, fail at once.
+
+    Each request's timeout becomes min(its own, time left / attempts), so even a
+    node that stops answering cannot hold a Lambda past its timeout. Wraps this
+    one client's transport in place (before `retry_throttled`, so each throttled
+    retry is bounded again).
+    """
+    from opensearchpy.exceptions import ConnectionTimeout
+
+    transport = client.transport
+    perform = transport.perform_request
+
+    def perform_request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        left = time_left()
+        if left < minimum:
+            raise ConnectionTimeout("TIMEOUT", f"{max(left, 0.0):.1f} s left in the "
+                                    f"invocation: no time for {method} {url}", None)
+        params = dict(kwargs.get("params") or {})
+        own = params.pop("request_timeout", None) or kwargs.get("timeout") or default_timeout
+        kwargs["params"] = params
+        kwargs["timeout"] = min(float(own), left / (transport.max_retries + 1))
+        return perform(method, url, *args, **kwargs)
 
     transport.perform_request = perform_request
     return client

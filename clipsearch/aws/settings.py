@@ -29,6 +29,9 @@ ENV_MODEL = "CLIPSEARCH_MODEL"
 ENV_IMAGE_URL_TTL = "CLIPSEARCH_IMAGE_URL_TTL"
 ENV_IMAGES_PREFIX = "CLIPSEARCH_IMAGES_PREFIX"
 ENV_CATALOG_PREFIX = "CLIPSEARCH_CATALOG_PREFIX"
+# Replicas of every index the Lambdas create: the stack sets 1 when the domain
+# has more than one data node (zone awareness without replicas loses data).
+ENV_INDEX_REPLICAS = "CLIPSEARCH_INDEX_REPLICAS"
 # Read by the query handler itself (gateway.CorsPolicy), so that even a
 # container whose other settings are wrong answers with CORS headers.
 ENV_CORS_ORIGINS = "CLIPSEARCH_CORS_ALLOW_ORIGINS"
@@ -83,6 +86,7 @@ class LambdaSettings:
     images_prefix: str = DEFAULT_IMAGES_PREFIX
     catalog_prefix: str = DEFAULT_CATALOG_PREFIX
     image_url_ttl: int = DEFAULT_IMAGE_URL_TTL
+    index_replicas: int = 0
     endpoint_url: str | None = None
     opensearch_sigv4: bool = False
     opensearch_timeout: float = 10.0
@@ -125,6 +129,7 @@ class LambdaSettings:
             images_prefix=_prefix(env, ENV_IMAGES_PREFIX, DEFAULT_IMAGES_PREFIX),
             catalog_prefix=_prefix(env, ENV_CATALOG_PREFIX, DEFAULT_CATALOG_PREFIX),
             image_url_ttl=_number(env, ENV_IMAGE_URL_TTL, DEFAULT_IMAGE_URL_TTL, 1, 604800, int),
+            index_replicas=_number(env, ENV_INDEX_REPLICAS, 0, 0, 5, int),
             endpoint_url=optional(ENV_ENDPOINT_URL),
             opensearch_sigv4=sigv4,
             opensearch_timeout=_number(env, ENV_OPENSEARCH_TIMEOUT, 10.0, 0.5, 120.0, float),

@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--model-name", help="SageMaker model for the transform (output ModelName)")
     where.add_argument("--opensearch-url", help="OpenSearch URL (output OpenSearchUrl)")
     where.add_argument("--index-alias", help="index alias (output IndexAlias; default products)")
+    where.add_argument("--index-replicas", type=int,
+                       help="replicas of the new index version (output IndexReplicas; "
+                       "default 0: one per shard is right for a multi-node domain)")
     where.add_argument("--sigv4", choices=["auto", "on", "off"], default="auto",
                        help="sign OpenSearch requests with SigV4 (auto: on for *.amazonaws.com)")
     job = parser.add_argument_group("batch transform")
@@ -93,7 +96,8 @@ def options_from_args(args: argparse.Namespace) -> BootstrapOptions:
     return BootstrapOptions(
         catalog=args.catalog, stack_name=args.stack_name, region=args.region,
         bucket=args.bucket, model_name=args.model_name, opensearch_url=args.opensearch_url,
-        index_alias=args.index_alias, aws_sigv4=sigv4, content_type=args.content_type,
+        index_alias=args.index_alias, index_replicas=args.index_replicas, aws_sigv4=sigv4,
+        content_type=args.content_type,
         instance_type=args.instance_type, instance_count=args.instance_count,
         max_payload_mb=args.max_payload_mb,
         max_concurrent_transforms=args.max_concurrent_transforms,

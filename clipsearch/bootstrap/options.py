@@ -37,6 +37,7 @@ class BootstrapOptions:
     model_name: str | None = None
     opensearch_url: str | None = None
     index_alias: str | None = None
+    index_replicas: int | None = None  # None: the stack output IndexReplicas, else 0
     aws_sigv4: bool | None = None  # None: on for *.amazonaws.com endpoints
     content_type: str = "jsonlines"
     instance_type: str = DEFAULT_INSTANCE_TYPE
@@ -81,6 +82,8 @@ class BootstrapOptions:
         if self.records_per_file < 1:
             raise ValidationError("--records-per-file must be at least 1",
                                   field="records_per_file")
+        if self.index_replicas is not None and not 0 <= self.index_replicas <= 5:
+            raise ValidationError("--index-replicas must be 0-5", field="index_replicas")
         if self.upload_workers < 1:
             raise ValidationError("--upload-workers must be at least 1", field="upload_workers")
         if not 0.0 <= self.max_failed_fraction <= 1.0:

@@ -798,7 +798,7 @@ def _default_index(target: Target) -> Any:
 
     return OpenSearchIndex.from_url(target.opensearch_url, aws_sigv4=target.aws_sigv4,
                                     region=target.region, alias=target.alias, timeout=120.0,
-                                    chunk_size=500)
+                                    chunk_size=500, replicas=target.replicas)
 
 
 def run_bootstrap(options: BootstrapOptions, **kwargs: Any) -> Report:

@@ -33,6 +33,8 @@ class Target:
     region: str | None
     model_name: str | None
     stack_name: str | None = None
+    # Replicas of the versions this run creates (stack output IndexReplicas).
+    replicas: int = 0
     api_url: str | None = None
     outputs: dict[str, str] = field(default_factory=dict)
 
@@ -48,7 +50,8 @@ class Target:
         url = parsed._replace(netloc=netloc).geturl()
         return {"stack": self.stack_name, "region": self.region, "bucket": self.bucket,
                 "model_name": self.model_name, "opensearch_url": url, "alias": self.alias,
-                "aws_sigv4": self.aws_sigv4, "api_url": self.api_url}
+                "aws_sigv4": self.aws_sigv4, "replicas": self.replicas,
+                "api_url": self.api_url}
 
 
 def stack_outputs(cloudformation: Any, stack_name: str) -> dict[str, str]:
@@ -94,6 +97,8 @@ def resolve_target(options: BootstrapOptions, session: Any) -> Target:
     url = options.opensearch_url or outputs.get("OpenSearchUrl") or options.fallback_opensearch_url
     alias = options.index_alias or outputs.get("IndexAlias") or options.fallback_alias or "products"
     model_name = options.model_name or outputs.get("ModelName")
+    replicas = (options.index_replicas if options.index_replicas is not None
+                else int(outputs.get("IndexReplicas") or 0))
     missing = []
     if not bucket:
         missing.append("--bucket (stack output BucketName)")
@@ -110,5 +115,6 @@ def resolve_target(options: BootstrapOptions, session: Any) -> Target:
     sigv4 = options.aws_sigv4 if options.aws_sigv4 is not None else bool(_AWS_HOST.search(host))
     return Target(bucket=bucket, opensearch_url=url, alias=alias, aws_sigv4=sigv4,
                   region=options.region or outputs.get("Region") or session.region_name,
-                  model_name=model_name, stack_name=stack_name, api_url=outputs.get("ApiUrl"),
+                  model_name=model_name, stack_name=stack_name, replicas=replicas,
+                  api_url=outputs.get("ApiUrl"),
                   outputs=outputs)

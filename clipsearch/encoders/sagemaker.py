@@ -33,6 +33,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import random
 import re
 import time
@@ -73,6 +74,12 @@ CONFIGURATION_CODES = frozenset({
 })
 
 
+# With too little time left, calls use one of these read timeouts (seconds, the
+# largest that fits); below MIN_CALL_S left, no call starts at all.
+SHORTER_READ_TIMEOUTS = (1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 55.0)
+MIN_CALL_S = 1.0
+
+
 class EndpointModelError(ClipsearchError):
     """The model code failed on a request for a reason that is not the caller's.
 
@@ -111,31 +118,29 @@ class SageMakerEncoder:
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
+        time_left: Callable[[], float] | None = None,
     ) -> None:
         """`read_timeout` defaults above the container's 60 s limit, as AWS advises.
 
         A Lambda behind API Gateway should pass a smaller `read_timeout` and
         `time_budget`, so it can still answer 503 before the gateway's 29 s.
+        `time_left` (seconds, asked before every attempt) caps each call, its
+        timeouts included, so a Lambda can end a call before its own timeout
+        (the ingest Lambda passes its remaining time minus a margin).
         `sleep`, `jitter` and `clock` exist for tests.
         """
         if not endpoint_name:
             raise ConfigurationError("SageMakerEncoder needs an endpoint name")
         self.endpoint_name = endpoint_name
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self._client_options: dict[str, Any] | None = None
         if client is None:
-            import boto3
-            from botocore.config import Config
-
-            client = boto3.client(
-                "sagemaker-runtime",
-                region_name=region_name,
-                endpoint_url=endpoint_url,
-                config=Config(
-                    connect_timeout=connect_timeout,
-                    read_timeout=read_timeout,
-                    retries={"total_max_attempts": 1},
-                ),
-            )
+            self._client_options = {"region_name": region_name, "endpoint_url": endpoint_url}
+            client = self._new_client(read_timeout)
         self.client = client
+        self._shorter_clients: dict[float, Any] = {}
+        self.time_left = time_left
         self._model_id = model_id
         self._dimension = dimension
         self._prompt_template = prompt_template
@@ -149,6 +154,35 @@ class SageMakerEncoder:
         self._sleep = sleep
         self._jitter = jitter
         self._clock = clock
+
+    def _new_client(self, read_timeout: float) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "sagemaker-runtime",
+            **(self._client_options or {}),
+            config=Config(connect_timeout=self.connect_timeout, read_timeout=read_timeout,
+                          retries={"total_max_attempts": 1}),
+        )
+
+    def _client_within(self, seconds: float) -> Any | None:
+        """A client whose call (connect + read timeout) ends within `seconds`; None when
+        none can. botocore fixes timeouts per client, so shorter ones come from a small
+        ladder of extra clients, made only when time runs short."""
+        if seconds >= self.connect_timeout + self.read_timeout:
+            return self.client
+        if seconds < MIN_CALL_S:
+            return None
+        if self._client_options is None:  # an injected client: its timeouts are its own
+            return self.client
+        read = max((t for t in SHORTER_READ_TIMEOUTS if t <= seconds - self.connect_timeout),
+                   default=None)
+        if read is None:
+            return None
+        if read not in self._shorter_clients:
+            self._shorter_clients[read] = self._new_client(read)
+        return self._shorter_clients[read]
 
     # ------------------------------------------------------------------ protocol
 
@@ -393,11 +427,21 @@ class SageMakerEncoder:
             ReadTimeoutError,
         )
 
-        deadline = self._clock() + self.time_budget
+        start = self._clock()
+        deadline = start + self.time_budget
+        # The caller's hard limit: no attempt, timeout or back-off may run past it.
+        limit = start + self.time_left() if self.time_left is not None else math.inf
         reason = "no attempt made"
+        attempts = 0
         for attempt in range(1, self.max_attempts + 1):
+            client = self._client_within(limit - self._clock())
+            if client is None:
+                reason = (f"{reason}; then " if attempts else "") + \
+                    "too little time left in the invocation for another call"
+                break
+            attempts = attempt
             try:
-                response = self.client.invoke_endpoint(
+                response = client.invoke_endpoint(
                     EndpointName=self.endpoint_name, Body=body,
                     ContentType=content_type, Accept=accept,
                 )
@@ -410,14 +454,14 @@ class SageMakerEncoder:
             if attempt == self.max_attempts:
                 break
             delay = self._jitter() * min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
-            if self._clock() + delay >= deadline:
+            if self._clock() + delay >= min(deadline, limit):
                 break
             logger.info("endpoint %s attempt %d failed (%s); retrying in %.2f s",
                         self.endpoint_name, attempt, reason, delay)
             self._sleep(delay)
         raise ServiceUnavailableError(
             f"the embedding model (SageMaker endpoint {self.endpoint_name}) is unavailable "
-            f"after {attempt} attempt(s): {reason}",
+            f"after {attempts} attempt(s): {reason}",
             retry_after=self.retry_after,
         )
 

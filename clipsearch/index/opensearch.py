@@ -169,6 +169,7 @@ class OpenSearchIndex:
         initial_backoff: float = 1.0,
         refresh_on_write: bool = False,
         write_index: str | None = None,
+        replicas: int = 0,
     ) -> None:
         if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", alias):
             raise ConfigurationError(f"alias {alias!r} must be lowercase letters, digits, - or _")
@@ -183,6 +184,9 @@ class OpenSearchIndex:
         self.refresh_on_write = refresh_on_write
         # Writes go to the alias, or to an unpublished version during a rebuild.
         self.write_index = write_index
+        # Copies of each shard beyond the primary, for versions this handle creates:
+        # a multi-node (multi-AZ) domain needs one, or losing a node loses data.
+        self.replicas = replicas
 
     @classmethod
     def from_url(cls, url: str, *, aws_sigv4: bool = False, region: str | None = None,
@@ -210,23 +214,41 @@ class OpenSearchIndex:
         return names[0] if names else None
 
     @_unavailable_on_transport_errors
-    def create_version(self, dimension: int, *, model: str | None = None) -> str:
-        """Create the next `alias-vN` index (not yet published) and return its name."""
+    def create_version(self, dimension: int, *, model: str | None = None,
+                       published: bool = False) -> str:
+        """Create the next `alias-vN` index and return its name.
+
+        Unpublished by default (a rebuild fills it, then `publish` swaps the alias);
+        `published` creates it with the alias already on it, in the one create call.
+        """
         existing = self.versions()
         number = (_version_number(existing[-1]) + 1) if existing else 1
         name = f"{self.alias}-v{number}"
-        self.client.indices.create(index=name, body=index_body(
-            dimension, m=self.m, ef_construction=self.ef_construction, model=model))
+        body = index_body(dimension, m=self.m, ef_construction=self.ef_construction,
+                          model=model, replicas=self.replicas)
+        if published:
+            body["aliases"] = {self.alias: {}}
+        self.client.indices.create(index=name, body=body)
         return name
 
     @_unavailable_on_transport_errors
     def ensure(self, dimension: int, *, model: str | None = None) -> str:
-        """Make sure the alias exists, creating v1 behind it if needed."""
+        """Make sure the alias exists, creating v1 behind it if needed.
+
+        The alias comes with the index creation rather than an `_aliases` call, so a
+        writer that may create indexes (the ingest Lambda) needs no right to move
+        aliases; of two concurrent first writers, the loser uses the winner's index.
+        """
+        from opensearchpy.exceptions import RequestError
+
         current = self.current_index()
         if current is None:
-            current = self.create_version(dimension, model=model)
-            self.client.indices.update_aliases(body={"actions": [
-                {"add": {"index": current, "alias": self.alias}}]})
+            try:
+                current = self.create_version(dimension, model=model, published=True)
+            except RequestError as exc:
+                current = self.current_index()
+                if "resource_already_exists" not in str(exc.error) or current is None:
+                    raise
         return current
 
     @_unavailable_on_transport_errors
@@ -248,7 +270,8 @@ class OpenSearchIndex:
                                ef_construction=self.ef_construction, candidates=self.candidates,
                                chunk_size=self.chunk_size, max_retries=self.max_retries,
                                initial_backoff=self.initial_backoff,
-                               refresh_on_write=self.refresh_on_write, write_index=index)
+                               refresh_on_write=self.refresh_on_write, write_index=index,
+                               replicas=self.replicas)
 
     def _unless_missing(self, call: Callable[[], T], default: T) -> T:
         """Run a read against the target; an alias or index that does not exist yet

@@ -48,16 +48,29 @@ _lock = threading.Lock()
 DEFAULT_BUDGET_S = 120.0
 
 
+# Seconds kept back from every OpenSearch call for answering SQS and flushing metrics.
+RESPONSE_RESERVE_S = 1.0
+# The current invocation's remaining time; the handler points it at the context.
+_remaining_s: Callable[[], float] = lambda: DEFAULT_BUDGET_S  # noqa: E731
+
+
 @tracer.capture_method
 def _build() -> tuple[LambdaSettings, Ingestor]:
     settings = LambdaSettings.from_env(budget=INGEST_BUDGET)
-    index = build_index(settings)
-    encoder = build_encoder(settings, dimension=index.dimension)
+    # Every call is bounded by the invocation's time left, so the handler always
+    # returns its partial-batch response before Lambda's timeout cuts it off:
+    # OpenSearch calls keep RESPONSE_RESERVE_S back, encoder calls the margin too
+    # (room for writing what they encoded).
+    index = build_index(settings, time_left=lambda: _remaining_s() - RESPONSE_RESERVE_S)
+    encoder = build_encoder(
+        settings, dimension=index.dimension,
+        time_left=lambda: _remaining_s() - settings.ingest_time_margin - RESPONSE_RESERVE_S)
     ingestor = Ingestor(
         bucket=Bucket(s3_client(read_timeout=30.0), settings.bucket,
                       images_prefix=settings.images_prefix),
         index=index,
-        catalog=CatalogStore(index.client, settings.index_alias),
+        catalog=CatalogStore(index.client, settings.index_alias,
+                             replicas=settings.index_replicas),
         encoder=encoder,
         images_prefix=settings.images_prefix,
         catalog_prefix=settings.catalog_prefix,
@@ -127,7 +140,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 
 def _handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    global _cold_start
+    global _cold_start, _remaining_s
     started = time.monotonic()
     if _cold_start:
         _cold_start = False
@@ -143,8 +156,9 @@ def _handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         metrics.add_metric("MalformedEvents", MetricUnit.Count, 1)
         raise RuntimeError(f"malformed SQS event: {'; '.join(problems)[:500]}")
     try:
+        _remaining_s = _remaining(context, started)
         worker = ingestor()
-        worker.remaining_s = _remaining(context, started)
+        worker.remaining_s = _remaining_s
         outcome: BatchOutcome = worker.process(messages)
     except ClipsearchError as exc:
         logger.error("batch failed; every message will be retried",
