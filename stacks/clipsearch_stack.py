@@ -33,6 +33,7 @@ from stacks.config import (
 )
 from stacks.functions import PythonFunction
 from stacks.ingestion import IngestionPipeline
+from stacks.log_retention import ServiceLogRetention
 from stacks.model_endpoint import ModelEndpoint
 from stacks.monitoring import Monitoring
 from stacks.nag import acknowledge, acknowledge_wildcard
@@ -134,6 +135,8 @@ class ClipsearchStack(Stack):
         self.ingestion = IngestionPipeline(self, "Ingestion", config=config, bucket=bucket,
                                            function=self.ingest_function)
         self.api = QueryApi(self, "Api", config=config, function=self.query_function)
+        self.log_retention = ServiceLogRetention(self, "ServiceLogs", config=config,
+                                                 model=self.model, api=self.api)
         self.monitoring = Monitoring(
             self, "Monitoring", config=config, ingestion=self.ingestion,
             ingest_function=self.ingest_function, query_function=self.query_function,
