@@ -75,7 +75,7 @@ def test_every_product_is_indexed_and_nothing_failed(world, demo_products, sagem
     status, _, health = call(world.query, api_event("GET", "/health"))
     assert status == 200
     assert health == {"status": "ok", "model": world.env["CLIPSEARCH_MODEL"],
-                      "products": len(demo_products)}
+                      "products": len(demo_products), "query_cache": None}  # cache off
     assert world.dead_letters() == []
 
 

@@ -481,11 +481,11 @@ class Ingestor:
                fail: Callable[[Iterable[_Pending], str], None], stats: IngestStats) -> None:
         if not records:
             return
-        if not self._index_ready:
-            self.index.ensure(int(np.asarray(records[0].vector).shape[-1]),
-                              model=getattr(self.encoder, "model_id", None))
-            self._index_ready = True
         try:
+            if not self._index_ready:
+                self.index.ensure(int(np.asarray(records[0].vector).shape[-1]),
+                                  model=getattr(self.encoder, "model_id", None))
+                self._index_ready = True
             result = self.index.upsert(records)
         except ClipsearchError as exc:
             fail([pending[r.product.id] for r in records], exc.message)
