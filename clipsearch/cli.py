@@ -90,6 +90,15 @@ def _settings_parser() -> argparse.ArgumentParser:
                         help="key=value, key>=number, key<=number (repeatable)")
     search.add_argument("--text-weight", type=float, default=0.5)
     search.add_argument("--image-weight", type=float, default=0.5)
+    search.add_argument("--mode", choices=config.SEARCH_MODES,
+                        help="vector, lexical (words, BM25) or hybrid (both, fused); default "
+                        "hybrid with text, vector for --image alone and --like")
+    search.add_argument("--fusion", choices=config.FUSION_METHODS, default=config.DEFAULT_FUSION,
+                        help="how hybrid fuses its signals (default %(default)s)")
+    search.add_argument("--lexical-weight", type=float, default=config.DEFAULT_LEXICAL_WEIGHT,
+                        help="share of the lexical signal in hybrid (0-1, default %(default)s)")
+    search.add_argument("--explain", action="store_true",
+                        help="show each signal's rank and score per result")
     search.add_argument("--json", action="store_true", help="print the API response JSON")
 
     sub.add_parser("info", help="show the index and model configuration")
@@ -278,7 +287,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     from clipsearch.contract import (
         SearchRequest,
         parse_k,
+        parse_lexical_weight,
         parse_min_score,
+        parse_mode,
         parse_offset,
         parse_text,
         parse_weights,
@@ -306,6 +317,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         min_score=parse_min_score(args.min_score),
         filters=parse_filters(parse_cli_filters(args.filter)),
         text_weight=text_weight, image_weight=image_weight,
+        mode=parse_mode(args.mode, has_text=text is not None, is_similar=args.like is not None),
+        explain=args.explain, fusion=args.fusion,
+        lexical_weight=parse_lexical_weight(args.lexical_weight),
     )
     service = _service(args)
     response = service.search(request)
@@ -325,7 +339,31 @@ def _print_results(response: dict[str, Any]) -> None:
     print(f"{'rank':>4}  {'score':>6}  {'id':<{width}}  title")
     for r in results:
         print(f"{r['rank']:>4}  {r['score']:>6.3f}  {r['id']:<{width}}  {r['title']}")
-    print(f"({len(results)} results in {response['took_ms']:.1f} ms, model {response['model']})")
+        if "explain" in r:
+            print(f"{'':>14}{_explain_line(r['explain'])}")
+    print(f"({len(results)} results in {response['took_ms']:.1f} ms, {response['mode']} mode, "
+          f"model {response['model']})")
+
+
+def _explain_line(explain: dict[str, Any]) -> str:
+    """One line per result: `vector #3 0.412 (image 2)  lexical #1 7.10  title 0.38`."""
+    parts = ["exact id match"] if explain["exact_id"] else []
+    for name, signal in explain["signals"].items():
+        if name == "exact_id":
+            continue
+        if signal.get("rank") is None and "rank" in signal:
+            parts.append(f"{name} -")
+            continue
+        rank = f" #{signal['rank']}" if signal.get("rank") is not None else ""
+        score = "-" if signal.get("score") is None else f"{signal['score']:.3f}"
+        where = ""
+        if signal.get("matched") == "image":
+            where = f" (image {signal.get('image_index', 0) + 1})"
+        elif signal.get("matched") == "title":
+            where = " (title)"
+        parts.append(f"{name}{rank} {score}{where}")
+    fusion = f", {explain['fusion']}" if explain.get("fusion") else ""
+    return "  ".join(parts) + f"  => {explain['score']:.4f}{fusion}"
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -40,6 +40,18 @@ BODY_TIMEOUT_S = 30.0
 JSON_MAX_DEPTH = 32
 JSON_MAX_INT = 2**53 - 1
 
+# Search modes. `hybrid` fuses the vector and lexical (BM25) signals; it is
+# the default whenever the query has text, `vector` for image-only queries
+# and "more like this" (which have no words to match).
+SEARCH_MODES = ("vector", "lexical", "hybrid")
+FUSION_METHODS = ("rrf", "weighted")
+DEFAULT_FUSION = "rrf"
+DEFAULT_LEXICAL_WEIGHT = 0.5
+# How deep each signal is read before fusing. Fixed, so that every page of a
+# hybrid search slices the same fused list (see clipsearch/fusion.py); a
+# hybrid search therefore reaches at most 2 x RANK_WINDOW products deep.
+RANK_WINDOW = 100
+
 # Product model limits.
 MAX_ID_CHARS = 256
 MAX_TITLE_CHARS = 2000

@@ -23,7 +23,7 @@ ImageUrl = Callable[[Product], str | None]
 
 SEARCH_FIELDS = frozenset(
     {"text", "image", "image_s3_key", "product_id", "k", "offset", "min_score", "filters",
-     "weights"}
+     "weights", "mode", "explain", "fusion", "lexical_weight"}
 )
 
 
@@ -41,10 +41,21 @@ class SearchRequest:
     filters: Filters = ()
     text_weight: float = 0.5
     image_weight: float = 0.5
+    mode: str | None = None
+    explain: bool = False
+    fusion: str = config.DEFAULT_FUSION
+    lexical_weight: float = config.DEFAULT_LEXICAL_WEIGHT
 
     @property
     def has_image(self) -> bool:
         return self.image is not None or self.image_s3_key is not None
+
+    @property
+    def effective_mode(self) -> str:
+        """The mode asked for, else `hybrid` when there are words to match, else `vector`."""
+        if self.mode is not None:
+            return self.mode
+        return "hybrid" if self.text is not None else "vector"
 
 
 def parse_int(value: Any, field: str, low: int, high: int, default: int) -> int:
@@ -125,6 +136,64 @@ def parse_weights(raw: Any) -> tuple[float, float]:
     return weights[0], weights[1]
 
 
+def parse_mode(value: Any, *, has_text: bool, is_similar: bool = False) -> str | None:
+    """A search mode, checked against what the query can do: words need text."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or value not in config.SEARCH_MODES:
+        raise ValidationError(f"mode must be one of {', '.join(config.SEARCH_MODES)}, "
+                              f"got {value!r}", field="mode")
+    if value != "vector" and not has_text:
+        what = "more like this" if is_similar else "a query without text"
+        raise ValidationError(f"mode {value} matches words, but {what} has none; use "
+                              "mode vector", field="mode")
+    return value
+
+
+def parse_explain(value: Any) -> bool:
+    if value is None or value == "":
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+        return value.lower() in ("true", "1")
+    raise ValidationError(f"explain must be true or false, got {value!r}", field="explain")
+
+
+def parse_fusion(value: Any) -> str:
+    if value is None or value == "":
+        return config.DEFAULT_FUSION
+    if not isinstance(value, str) or value not in config.FUSION_METHODS:
+        raise ValidationError(f"fusion must be one of {', '.join(config.FUSION_METHODS)}, "
+                              f"got {value!r}", field="fusion")
+    return value
+
+
+def parse_lexical_weight(value: Any) -> float:
+    if value is None or value == "":
+        return config.DEFAULT_LEXICAL_WEIGHT
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not 0.0 <= number <= 1.0:
+        raise ValidationError(f"lexical_weight must be a number between 0 and 1, got {value!r}",
+                              field="lexical_weight")
+    return number
+
+
+def _hybrid_options(source: Mapping[str, Any], *, has_text: bool,
+                    is_similar: bool = False) -> dict[str, Any]:
+    """mode, explain, fusion and lexical_weight: the same rules for POST bodies and GET
+    parameters."""
+    return {
+        "mode": parse_mode(source.get("mode"), has_text=has_text, is_similar=is_similar),
+        "explain": parse_explain(source.get("explain")),
+        "fusion": parse_fusion(source.get("fusion")),
+        "lexical_weight": parse_lexical_weight(source.get("lexical_weight")),
+    }
+
+
 def decode_json_body(body: str | bytes | None) -> dict[str, Any]:
     """Parse a request body as a JSON object, with size and syntax errors as 4xx."""
     if body is None or (isinstance(body, str | bytes) and not body.strip()):
@@ -182,10 +251,12 @@ def parse_search_body(data: Mapping[str, Any]) -> SearchRequest:
         filters=parse_filters(data.get("filters")),
         text_weight=text_weight,
         image_weight=image_weight,
+        **_hybrid_options(data, has_text=text is not None, is_similar=product_id is not None),
     )
 
 
-_PAGING_PARAMS = frozenset({"k", "offset", "min_score", "filters"})
+_PAGING_PARAMS = frozenset({"k", "offset", "min_score", "filters", "mode", "explain",
+                            "fusion", "lexical_weight"})
 
 
 def _check_query_params(params: Mapping[str, str | None], allowed: frozenset[str]) -> None:
@@ -218,6 +289,7 @@ def parse_search_query(params: Mapping[str, str | None]) -> SearchRequest:
         offset=parse_offset(params.get("offset")),
         min_score=parse_min_score(params.get("min_score")),
         filters=_query_filters(params.get("filters")),
+        **_hybrid_options(params, has_text=True),
     )
 
 
@@ -231,6 +303,7 @@ def parse_similar_query(product_id: str, params: Mapping[str, str | None]) -> Se
         offset=parse_offset(params.get("offset")),
         min_score=parse_min_score(params.get("min_score")),
         filters=_query_filters(params.get("filters")),
+        **_hybrid_options(params, has_text=False, is_similar=True),
     )
 
 
@@ -247,24 +320,31 @@ def product_body(product: Product, image_url: ImageUrl | None = None) -> dict[st
 
 
 def search_body(
-    results: list[tuple[Product, float]],
+    results: list[tuple[Product, float]] | list[tuple[Product, float, dict[str, Any] | None]],
     *,
     k: int,
     offset: int,
     took_ms: float,
     model: str,
     image_url: ImageUrl | None = None,
+    mode: str = "vector",
 ) -> dict[str, Any]:
+    """The search response. A result may carry a third element, its `explain` object,
+    which is added only when the request asked for it."""
+    rows = []
+    for i, (p, score, *rest) in enumerate(results):
+        row = {"rank": offset + i + 1, **_ordered(product_body(p, image_url)),
+               "score": round(float(score), 6)}
+        if rest and rest[0] is not None:
+            row["explain"] = rest[0]
+        rows.append(row)
     return {
-        "results": [
-            {"rank": offset + i + 1, **_ordered(product_body(p, image_url)),
-             "score": round(float(score), 6)}
-            for i, (p, score) in enumerate(results)
-        ],
+        "results": rows,
         "k": k,
         "offset": offset,
         "took_ms": round(took_ms, 2),
         "model": model,
+        "mode": mode,
     }
 
 

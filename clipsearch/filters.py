@@ -189,3 +189,39 @@ def _coerce(value: Any, ftype: FieldType, where: str) -> Any:
         return float(value)
     except (TypeError, ValueError):
         raise ValidationError(f"{value!r} is not a number", field=where) from None
+
+
+def matches(attributes: Mapping[str, Any], filters: Filters) -> bool:
+    """Whether one product passes bound filters, evaluated in Python.
+
+    The indexes filter inside their searches; this is for the one product the
+    service looks up directly (an exact id match), which must obey the same
+    filters as everything else on the page.
+    """
+    for cond in filters:
+        value = attributes.get(cond.field)
+        if value is None:
+            return False
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        if cond.is_range:
+            if not numeric:
+                return False
+            if not all(_in_bound(float(value), op, bound)
+                       for op, bound in cond.bounds().items()):
+                return False
+        elif not any(_same(value, wanted, numeric) for wanted in cond.values):
+            return False
+    return True
+
+
+def _in_bound(value: float, op: str, bound: float) -> bool:
+    return {"gt": value > bound, "gte": value >= bound,
+            "lt": value < bound, "lte": value <= bound}[op]
+
+
+def _same(value: Any, wanted: Any, numeric: bool) -> bool:
+    if isinstance(value, bool) or isinstance(wanted, bool):
+        return isinstance(value, bool) and isinstance(wanted, bool) and value == wanted
+    if numeric:
+        return isinstance(wanted, int | float) and float(value) == float(wanted)
+    return str(value) == wanted

@@ -26,6 +26,36 @@ ERROR_CODES = (
 PRODUCT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]*$"
 
 
+SCORE_DOC = (
+    "What the ranking used, by mode. vector: cosine similarity of the product's best "
+    "vector (an image's or the title's) to the query, in [-1, 1]. lexical: BM25 relative "
+    "to the best match, in (0, 1]. hybrid: the fused score in [0, 1] (rrf: weighted "
+    "reciprocal ranks scaled so first in every signal is 1; weighted: weighted sum of "
+    "min-max normalised signal scores). An exact id match scores 1. min_score applies "
+    "to this score."
+)
+MODE_DOC = (
+    "vector, lexical or hybrid. Default: hybrid when the query has text, vector for "
+    "image-only queries and more like this. hybrid reads each signal "
+    f"{config.RANK_WINDOW} deep and fuses them, so pages of one query never overlap."
+)
+
+
+def _hybrid_properties() -> dict[str, Any]:
+    return {
+        "mode": {"type": "string", "enum": list(config.SEARCH_MODES), "description": MODE_DOC},
+        "explain": {"type": "boolean", "default": False,
+                    "description": "Add an explain object to each result."},
+        "fusion": {"type": "string", "enum": list(config.FUSION_METHODS),
+                   "default": config.DEFAULT_FUSION,
+                   "description": "How hybrid combines its signals."},
+        "lexical_weight": {"type": "number", "minimum": 0, "maximum": 1,
+                           "default": config.DEFAULT_LEXICAL_WEIGHT,
+                           "description": "Share of the lexical signal in hybrid fusion; "
+                           "the vector signal gets the rest."},
+    }
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -83,6 +113,35 @@ def _schemas() -> dict[str, Any]:
                     "properties": {"text": {"type": "number", "minimum": 0},
                                    "image": {"type": "number", "minimum": 0}},
                 },
+                **_hybrid_properties(),
+            },
+        },
+        "Explain": {
+            "type": "object",
+            "required": ["mode", "fusion", "exact_id", "signals", "score"],
+            "description": "Why a result ranks where it does (sent with explain=true).",
+            "properties": {
+                "mode": {"type": "string", "enum": list(config.SEARCH_MODES)},
+                "fusion": {"type": "string", "nullable": True,
+                           "enum": list(config.FUSION_METHODS)},
+                "exact_id": {"type": "boolean",
+                             "description": "The query is exactly this product's id."},
+                "signals": {
+                    "type": "object",
+                    "description": "vector: rank and cosine of the product's best vector "
+                    "(matched: image or title; image_index: which image). lexical: rank "
+                    "and BM25 score. image / title: cosine of the best image vector and "
+                    "of the title vector. rank and score are null where the product was "
+                    "not in that signal's list.",
+                    "additionalProperties": {"type": "object", "properties": {
+                        "rank": {"type": "integer", "nullable": True, "minimum": 1},
+                        "score": {"type": "number", "nullable": True},
+                        "matched": {"type": "string", "enum": ["image", "title"]},
+                        "image_index": {"type": "integer", "minimum": 0},
+                        "vectors": {"type": "integer", "minimum": 0},
+                    }},
+                },
+                "score": {"type": "number", "description": "The result's score."},
             },
         },
         "Result": {
@@ -93,20 +152,23 @@ def _schemas() -> dict[str, Any]:
                 "id": {"type": "string"},
                 "title": {"type": "string"},
                 "score": {"type": "number", "minimum": -1, "maximum": 1,
-                          "description": "Cosine similarity to the query."},
+                          "description": SCORE_DOC},
                 "image": image_url,
                 "attributes": attributes,
+                "explain": _ref("Explain"),
             },
         },
         "SearchResponse": {
             "type": "object",
-            "required": ["results", "k", "offset", "took_ms", "model"],
+            "required": ["results", "k", "offset", "took_ms", "model", "mode"],
             "properties": {
                 "results": {"type": "array", "items": _ref("Result")},
                 "k": {"type": "integer"},
                 "offset": {"type": "integer"},
                 "took_ms": {"type": "number"},
                 "model": {"type": "string"},
+                "mode": {"type": "string", "enum": list(config.SEARCH_MODES),
+                         "description": "The mode the search ran in."},
             },
         },
         "Product": {
@@ -208,9 +270,11 @@ def _paging_params() -> list[dict[str, Any]]:
                                    "maximum": config.OFFSET_MAX, "default": 0},
                "results to skip (pagination)"),
         _param("min_score", "query", {"type": "number", "minimum": -1, "maximum": 1},
-               "drop results below this cosine similarity"),
+               "drop results scoring below this (see Result.score)"),
         _param("filters", "query", {"type": "string"},
                "a Filters object as JSON, e.g. {\"color\":\"red\"}"),
+        *(_param(name, "query", schema, schema["description"])
+          for name, schema in _hybrid_properties().items()),
     ]
 
 

@@ -3,6 +3,16 @@
 It knows nothing about HTTP, Lambda or SageMaker: it is handed an `Encoder`
 and a `VectorIndex`, and every runtime (CLI, local server, query Lambda,
 ingest Lambda) drives it the same way.
+
+Search modes (see `clipsearch.fusion` for why hybrid reads fixed-depth lists):
+- `vector`: products by their best vector's cosine similarity to the query.
+- `lexical`: products by BM25 over their words; `score` is BM25 divided by
+  the best match's BM25, so 1.0 is the top match and scores stay in (0, 1].
+- `hybrid`: both lists, each `rank_window` deep, fused (RRF by default);
+  `score` is the fused score in [0, 1].
+In `lexical` and `hybrid` a query that is exactly a product id (a SKU) puts
+that product first, with score 1.0, if it passes the filters. `min_score`
+applies to whatever `score` means in the mode.
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from clipsearch import config, strict
-from clipsearch.catalog import Product
+from clipsearch.catalog import Product, validate_product_id
 from clipsearch.contract import ImageUrl, SearchRequest, product_body, search_body
 from clipsearch.encoders import Encoder, l2_normalize
 from clipsearch.errors import (
@@ -29,9 +39,18 @@ from clipsearch.errors import (
     PayloadTooLargeError,
     ValidationError,
 )
-from clipsearch.filters import bind_filters
+from clipsearch.filters import Filters, bind_filters, matches
+from clipsearch.fusion import Fused, SignalRank, fuse
 from clipsearch.images import load_image
-from clipsearch.index import IndexRecord, VectorIndex
+from clipsearch.index import (
+    IMAGE_KEY_PREFIX,
+    TITLE_KEY,
+    Hit,
+    IndexRecord,
+    VectorIndex,
+    image_vector_key,
+    is_image_key,
+)
 from clipsearch.models import public_model_name
 from clipsearch.query_cache import (
     QueryCache,
@@ -119,11 +138,13 @@ class SearchService:
         s3_image_source: ImageSource | None = None,
         decode_workers: int = 4,
         query_cache: QueryCache | None = None,
+        rank_window: int = config.RANK_WINDOW,
     ) -> None:
         """`query_cache` holds query vectors (never ingested images); None turns caching off."""
         self.encoder = encoder
         self.query_cache = query_cache
         self.index = index
+        self.rank_window = rank_window
         self.image_source = image_source
         self.s3_image_source = s3_image_source
         self.decode_workers = decode_workers
@@ -190,20 +211,101 @@ class SearchService:
     def search(self, request: SearchRequest, image_url: ImageUrl | None = None) -> dict[str, Any]:
         started = time.perf_counter()
         filters = bind_filters(request.filters, self.index.fields()) if request.filters else ()
-        vector = self.query_vector(request)
-        exclude = (request.product_id,) if request.product_id else ()
-        hits = self.index.knn(vector, request.k + request.offset, filters, exclude)
-        hits = hits[request.offset : request.offset + request.k]
+        mode = request.effective_mode
+        vector = self.query_vector(request) if mode != "lexical" else None
+        ranked = self._rank(request, mode, vector, filters)
+        page = ranked[request.offset : request.offset + request.k]
         if request.min_score is not None:
-            hits = [h for h in hits if h.score >= request.min_score]
+            page = [f for f in page if f.score >= request.min_score]
+        explains = (self._explain(page, request, mode, vector) if request.explain
+                    else [None] * len(page))
         return search_body(
-            [(h.product, h.score) for h in hits],
+            [(f.product, f.score, e) for f, e in zip(page, explains, strict=True)],
             k=request.k,
             offset=request.offset,
             took_ms=(time.perf_counter() - started) * 1000,
             model=self.model_name,
             image_url=image_url,
+            mode=mode,
         )
+
+    def _rank(self, request: SearchRequest, mode: str, vector: np.ndarray | None,
+              filters: Filters) -> list[Fused]:
+        """Everything up to offset + k, best first, as the page will slice it."""
+        depth = request.offset + request.k
+        exclude: tuple[str, ...] = (request.product_id,) if request.product_id else ()
+        if mode == "vector":
+            assert vector is not None
+            hits = self.index.knn(vector, depth, filters, exclude)
+            return _single("vector", hits, scale=1.0)
+        text = request.text or ""
+        pinned = self._exact_id_match(text, filters)
+        if pinned is not None:
+            exclude += (pinned.id,)
+        if mode == "lexical":
+            hits = self.index.lexical(text, depth, filters, exclude)
+            # BM25 has no fixed scale; relative to the best match it reads as
+            # "how close to the top", the same on both backends.
+            ranked = _single("lexical", hits, scale=1.0 / hits[0].score if hits else 1.0)
+        else:
+            assert vector is not None
+            vector_hits, lexical_hits = self.index.hybrid(
+                vector, text, self.rank_window, filters, exclude)
+            ranked = fuse({"vector": vector_hits, "lexical": lexical_hits},
+                          method=request.fusion,
+                          weights={"vector": 1.0 - request.lexical_weight,
+                                   "lexical": request.lexical_weight})
+        if pinned is not None:
+            ranked.insert(0, Fused(pinned, 1.0, {"exact_id": SignalRank(1, 1.0)}))
+        return ranked
+
+    def _exact_id_match(self, text: str, filters: Filters) -> Product | None:
+        """The product whose id is exactly the query (a SKU typed into the box)."""
+        try:
+            candidate = validate_product_id(text)
+        except ValidationError:
+            return None
+        product = self.index.get(candidate)
+        if product is None or not matches(product.attributes, filters):
+            return None
+        return product
+
+    def _explain(self, page: Sequence[Fused], request: SearchRequest, mode: str,
+                 vector: np.ndarray | None) -> list[dict[str, Any]]:
+        """Per result: each signal's rank and score, and the score they fused into.
+
+        `vector` is the signal that was ranked (a product's best vector);
+        `image` and `title` are the cosine of the product's best image vector
+        and of its title vector, computed here for the page's products, so
+        the reader sees which one carried the match.
+        """
+        stored = (self.index.get_vectors([f.product.id for f in page])
+                  if vector is not None else {})
+        out = []
+        for fused in page:
+            signals: dict[str, Any] = {}
+            if "exact_id" in fused.signals:
+                signals["exact_id"] = {"rank": 1, "score": 1.0}
+            if mode != "lexical":
+                signals["vector"] = _signal(fused.signals.get("vector"), fused.product)
+            if mode != "vector":
+                signals["lexical"] = _signal(fused.signals.get("lexical"), fused.product)
+            if vector is not None:
+                vectors = stored.get(fused.product.id, {})
+                images = [float(v @ vector) for k, v in vectors.items() if is_image_key(k)]
+                title = vectors.get(TITLE_KEY)
+                signals["image"] = {"score": _round(max(images)) if images else None,
+                                    "vectors": len(images)}
+                signals["title"] = {"score": _round(float(title @ vector))
+                                    if title is not None else None}
+            out.append({
+                "mode": mode,
+                "fusion": request.fusion if mode == "hybrid" else None,
+                "exact_id": "exact_id" in fused.signals,
+                "signals": signals,
+                "score": _round(fused.score),
+            })
+        return out
 
     def get_product(self, product_id: str) -> Product:
         product = self.index.get(product_id)
@@ -234,10 +336,14 @@ class SearchService:
         batch_size: int = 32,
         progress: Callable[[int], None] | None = None,
     ) -> IngestReport:
-        """Encode product images in batches and upsert them; one bad image fails alone.
+        """Encode every image and the title of each product, in batches, and upsert them.
 
-        Images are read and decoded on a thread pool while the model runs, so
-        the CPU-bound forward pass is not left waiting on disk or S3.
+        A product is found by any of its images and by its title's meaning,
+        so each gets a vector. One bad main image fails its product alone; a
+        bad extra image is left out (and reported) while the product is
+        indexed with the rest. Images are read and decoded on a thread pool
+        while the model runs, so the CPU-bound forward pass is not left
+        waiting on disk or S3.
         """
         report = IngestReport()
         # Before the first vector, so a crash mid-ingest cannot leave vectors
@@ -263,9 +369,9 @@ class SearchService:
 
     def _ingest_batch(self, batch: Sequence[Product], pool: ThreadPoolExecutor,
                       report: IngestReport, progress: Callable[[int], None] | None) -> None:
-        def fetch(product: Product):
+        def fetch(ref: str):
             try:
-                return load_image(self._read_image(product.image or ""))
+                return load_image(self._read_image(ref))
             except ClipsearchError as exc:
                 return exc
             except Exception as exc:  # one unreadable image must not stop the ingest
@@ -273,15 +379,36 @@ class SearchService:
                 return ValidationError(f"image {product.image} could not be read "
                                        f"({type(exc).__name__})", field="image")
 
-        ready: list[tuple[Product, Any]] = []
-        for product, image in zip(batch, pool.map(fetch, batch), strict=True):
-            if isinstance(image, Exception):
-                report.failed.append((product.id, str(image)))
-            else:
-                ready.append((product, image))
+        jobs = [(product, ref) for product in batch for ref in product.images]
+        loaded: dict[tuple[str, str], Any] = {
+            (product.id, ref): image
+            for (product, ref), image in zip(jobs, pool.map(lambda j: fetch(j[1]), jobs),
+                                             strict=True)
+        }
+        ready: list[tuple[Product, list[str]]] = []
+        images: list[Any] = []
+        for product in batch:
+            main = loaded[(product.id, product.images[0])]
+            if isinstance(main, Exception):
+                report.failed.append((product.id, str(main)))
+                continue
+            refs = []
+            for ref in product.images:
+                image = loaded[(product.id, ref)]
+                if isinstance(image, Exception):
+                    report.skipped.append((product.id, f"image {ref} left out: {image}"))
+                    continue
+                refs.append(ref)
+                images.append(image)
+            ready.append((product, refs))
         if ready:
-            vectors = self.encoder.encode_images([image for _, image in ready])
-            records = [IndexRecord(p, v) for (p, _), v in zip(ready, vectors, strict=True)]
+            image_vectors = iter(self.encoder.encode_images(images))
+            title_vectors = self.encoder.encode_texts([p.title for p, _ in ready])
+            records = []
+            for (product, refs), title_vector in zip(ready, title_vectors, strict=True):
+                vectors = {image_vector_key(ref): next(image_vectors) for ref in refs}
+                vectors[TITLE_KEY] = title_vector
+                records.append(IndexRecord(product, vectors))
             result = self.index.upsert(records)
             report.indexed += result.indexed
             report.failed.extend((f.id, f.reason) for f in result.failures)
@@ -295,3 +422,27 @@ class SearchService:
 
     def delete(self, product_ids: Sequence[str]) -> int:
         return self.index.delete(product_ids)
+
+
+def _single(name: str, hits: Sequence[Hit], *, scale: float) -> list[Fused]:
+    """One signal's hits as a ranking of their own (vector or lexical mode)."""
+    return [Fused(h.product, h.score * scale, {name: SignalRank(i, h.score, h.matched)})
+            for i, h in enumerate(hits, start=1)]
+
+
+def _signal(rank: SignalRank | None, product: Product) -> dict[str, Any]:
+    """One signal in an explanation: null rank and score when the product was not in
+    that signal's list (beyond its window, or no match)."""
+    if rank is None:
+        return {"rank": None, "score": None}
+    out: dict[str, Any] = {"rank": rank.rank, "score": _round(rank.score)}
+    if rank.matched is not None:
+        out["matched"] = "title" if rank.matched == TITLE_KEY else "image"
+        ref = rank.matched[len(IMAGE_KEY_PREFIX):]
+        if is_image_key(rank.matched) and ref in product.images:
+            out["image_index"] = product.images.index(ref)
+    return out
+
+
+def _round(value: float) -> float:
+    return round(float(value), 6)

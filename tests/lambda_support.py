@@ -299,7 +299,8 @@ def index_state(client: Any, alias: str) -> dict[str, dict[str, Any]]:
     out = {}
     for hit in hits:
         source = dict(hit["_source"])
-        source["vector"] = [round(v, 5) for v in source.get("vector", [])]
+        source["vectors"] = [{**v, "vector": [round(x, 5) for x in v["vector"]]}
+                             for v in source.get("vectors", [])]
         out[hit["_id"]] = source
     return out
 

@@ -229,7 +229,8 @@ def test_text_search_post(client, demo_service):
     assert resp.status_code == 200
     assert resp.headers["content-type"] == "application/json"
     body = resp.json()
-    assert list(body) == ["results", "k", "offset", "took_ms", "model"]
+    assert list(body) == ["results", "k", "offset", "took_ms", "model", "mode"]
+    assert body["mode"] == "hybrid"
     assert (body["k"], body["offset"], body["model"]) == (5, 0,
                                                          demo_service.model_name)
     assert [r["rank"] for r in body["results"]] == [1, 2, 3, 4, 5]
@@ -264,7 +265,8 @@ def test_text_plus_image_blends_both(client, demo_products):
     image = b64(Path(demo_products[11].image).read_bytes())
 
     def ids(payload: dict[str, Any]) -> list[tuple[str, float]]:
-        body = client.post("/search", json={**payload, "k": 40}).json()
+        # vector mode: the blend is of query vectors, which words would mask.
+        body = client.post("/search", json={**payload, "k": 40, "mode": "vector"}).json()
         return [(r["id"], r["score"]) for r in body["results"]]
 
     both = ids({"text": "red circle", "image": image})

@@ -68,7 +68,27 @@ def test_search_by_image_like_and_filters(capsys, indexed, demo_products):
     assert code == 0 and len(json.loads(out)["results"]) == 10
 
 
+def test_search_modes_and_explain(capsys, indexed, demo_products):
+    base, _, _ = indexed
+    target = demo_products[7]
+    word = target.title.split()[0].lower()
+    code, out, _ = run(capsys, *base, "search", target.id, "--mode", "lexical", "--explain")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[1].split()[2] == target.id  # an exact id ranks first
+    assert "exact id match" in lines[2] and ", lexical mode, model " in lines[-1]
+    code, out, _ = run(capsys, *base, "search", word, "--explain", "--json", "--k", "3")
+    body = json.loads(out)
+    assert body["mode"] == "hybrid"
+    assert set(body["results"][0]["explain"]["signals"]) == {"vector", "lexical", "image",
+                                                             "title"}
+    code, out, _ = run(capsys, *base, "search", word, "--explain", "--k", "2")
+    assert " => " in out.splitlines()[2] and "rrf" in out.splitlines()[2]
+
+
 @pytest.mark.parametrize("args, message", [
+    (["search", "--like", "demo-red-circle", "--mode", "hybrid"], "more like this has none"),
+    (["search", "x", "--lexical-weight", "2"], "lexical_weight must be a number between 0 and 1"),
     (["search", "x", "--k", "0"], "k must be between 1 and 100"),
     (["search", "x", "--k", "1000"], "k must be between 1 and 100"),
     (["search", ""], "text is empty"),

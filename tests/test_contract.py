@@ -54,12 +54,40 @@ def test_a_full_body_parses():
     ({"text": "x", "filters": {"c": None}}, "filters.c", "string, number or boolean"),
     ({"text": "x", "weights": {"text": -1}}, "weights.text", ">= 0"),
     ({"text": "x", "weights": {"text": 0, "image": 0}}, "weights", "both be zero"),
+    ({"text": "x", "mode": "semantic"}, "mode", "one of vector, lexical, hybrid"),
+    ({"text": "x", "mode": 1}, "mode", "one of"),
+    ({"image": base64.b64encode(png_bytes()).decode(), "mode": "hybrid"}, "mode",
+     "has none; use mode vector"),
+    ({"product_id": "a", "mode": "lexical"}, "mode", "more like this has none"),
+    ({"text": "x", "explain": "yes"}, "explain", "true or false"),
+    ({"text": "x", "fusion": "max"}, "fusion", "one of rrf, weighted"),
+    ({"text": "x", "lexical_weight": 1.5}, "lexical_weight", "between 0 and 1"),
+    ({"text": "x", "lexical_weight": "a"}, "lexical_weight", "between 0 and 1"),
 ])
 def test_bad_bodies(body, field, message):
     with pytest.raises(ValidationError, match=message) as info:
         parse_search_body(body)
     assert info.value.field == field
     assert info.value.status == 400
+
+
+def test_modes_default_by_query_kind_and_parse_from_both_forms():
+    assert parse_search_body({"text": "x"}).effective_mode == "hybrid"
+    image = base64.b64encode(png_bytes()).decode()
+    assert parse_search_body({"image": image}).effective_mode == "vector"
+    assert parse_search_body({"text": "x", "image": image}).effective_mode == "hybrid"
+    assert parse_search_body({"product_id": "a"}).effective_mode == "vector"
+    body = parse_search_body({"text": "x", "mode": "lexical", "explain": True,
+                              "fusion": "weighted", "lexical_weight": 0.25})
+    query = parse_search_query({"q": "x", "mode": "lexical", "explain": "true",
+                                "fusion": "weighted", "lexical_weight": "0.25"})
+    assert body == query
+    assert (body.mode, body.explain, body.fusion, body.lexical_weight) == (
+        "lexical", True, "weighted", 0.25)
+    similar = parse_similar_query("B07X", {"mode": "vector", "explain": "1"})
+    assert similar.effective_mode == "vector" and similar.explain
+    with pytest.raises(ValidationError, match="more like this has none"):
+        parse_similar_query("B07X", {"mode": "hybrid"})
 
 
 def test_oversize_image_is_413():

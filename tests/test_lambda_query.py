@@ -223,11 +223,12 @@ def test_opensearch_429_is_retried_and_persistent_429_is_a_503(world, opensearch
         monkeypatch.setenv("CLIPSEARCH_OPENSEARCH_URL", proxy.url)
         query = load_handler("query")
         assert call(query, api_event("GET", "/health"))[0] == 200  # warm up the container
-        proxy.faults["_search"] = [429]
+        # A text query is hybrid: its k-NN and lexical queries go in one _msearch.
+        proxy.faults["_msearch"] = [429]
         status, _, body = call(query, api_event("GET", "/search", {"q": "red circle"}))
         assert status == 200 and body["results"]
-        assert proxy.hits["_search"] == 2  # one throttled, one retried
-        proxy.faults["_search"] = [429] * 10
+        assert proxy.hits["_msearch"] == 2  # one throttled, one retried
+        proxy.faults["_msearch"] = [429] * 10
         status, headers, body = call(query, api_event("GET", "/search", {"q": "red circle"}))
         assert status == 503 and "Retry-After" in headers
         assert body["error"] == "service_unavailable" and "429" not in body["message"]

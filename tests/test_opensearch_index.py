@@ -31,7 +31,7 @@ def test_mapping_names_the_lucene_engine_and_cosine(opensearch_client):
     index = new_index(opensearch_client)
     name = index.ensure(8, model="m")
     mapping = opensearch_client.indices.get_mapping(index=name)[name]["mappings"]
-    method = mapping["properties"]["vector"]["method"]
+    method = mapping["properties"]["vectors"]["properties"]["vector"]["method"]
     assert method["engine"] == "lucene" and method["space_type"] == "cosinesimil"
     assert method["name"] == "hnsw"
     settings = opensearch_client.indices.get_settings(index=name)[name]["settings"]["index"]

@@ -43,8 +43,9 @@ def test_every_product_finds_itself_first(service, demo_products):
 
 
 def test_response_shape(service, demo_products):
-    response = service.search(SearchRequest(text="red circle", k=5))
-    assert list(response) == ["results", "k", "offset", "took_ms", "model"]
+    response = service.search(SearchRequest(text="red circle", k=5, mode="vector"))
+    assert list(response) == ["results", "k", "offset", "took_ms", "model", "mode"]
+    assert response["mode"] == "vector"
     assert response["k"] == 5 and response["offset"] == 0
     assert response["model"] == service.model_name == Path(service.encoder.model_id).name
     assert [r["rank"] for r in response["results"]] == [1, 2, 3, 4, 5]
@@ -52,9 +53,21 @@ def test_response_shape(service, demo_products):
     assert list(first) == ["rank", "id", "title", "score", "image", "attributes"]
     scores = [r["score"] for r in response["results"]]
     assert scores == sorted(scores, reverse=True)
+    # A product scores by its best vector: its image's or its title's.
     vector = service.encoder.encode_texts(["red circle"])[0]
-    stored = service.index.get_vector(first["id"])
-    assert first["score"] == pytest.approx(float(vector @ stored), abs=1e-5)
+    stored = service.index.get_vectors([first["id"]])[first["id"]]
+    images = service.get_product(first["id"]).images
+    assert set(stored) == {f"image:{ref}" for ref in images} | {"title"}
+    assert first["score"] == pytest.approx(max(float(vector @ v) for v in stored.values()),
+                                           abs=1e-5)
+
+
+def test_text_defaults_to_hybrid_and_image_to_vector(service, demo_products):
+    assert service.search(SearchRequest(text="red circle"))["mode"] == "hybrid"
+    image = image_of(demo_products[0])
+    assert service.search(SearchRequest(image=image))["mode"] == "vector"
+    assert service.search(SearchRequest(product_id=demo_products[0].id))["mode"] == "vector"
+    assert service.search(SearchRequest(text="red", image=image))["mode"] == "hybrid"
 
 
 def test_more_like_this_excludes_the_product(service, demo_products):

@@ -357,9 +357,11 @@ class Ingestor:
             by_id[item.id] = CatalogRecord(product, ref.key, key, number)
         return list(by_id.values()), sorted(errors, key=lambda e: e.line or 0)
 
-    def _indexed(self, ids: Sequence[str]) -> dict[str, tuple[Product, np.ndarray]]:
-        """Products (and vectors) already in the index, for the no-re-encode path."""
-        out: dict[str, tuple[Product, np.ndarray]] = {}
+    def _indexed(self, ids: Sequence[str]
+                 ) -> dict[str, tuple[Product, dict[str, np.ndarray]]]:
+        """Products (and their vectors by key) already in the index, for the
+        no-re-encode path."""
+        out: dict[str, tuple[Product, dict[str, np.ndarray]]] = {}
         if not ids or self.index.current_index() is None:
             return out
         from clipsearch.index.opensearch import _product
@@ -369,9 +371,10 @@ class Ingestor:
                                               body={"ids": list(ids[start:start + MGET_PAGE])})
             for doc in response.get("docs", []):
                 source = doc.get("_source")
-                if doc.get("found") and source and source.get("vector"):
-                    out[doc["_id"]] = (_product(source),
-                                       np.asarray(source["vector"], dtype=np.float32))
+                if doc.get("found") and source and source.get("vectors"):
+                    out[doc["_id"]] = (_product(source), {
+                        v["key"]: np.asarray(v["vector"], dtype=np.float32)
+                        for v in source["vectors"]})
         return out
 
     # ------------------------------------------------------------------ images

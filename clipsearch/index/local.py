@@ -1,18 +1,21 @@
 """The embedded index: SQLite for products, an in-memory matrix (and HNSW) for vectors.
 
 Why this shape:
-- SQLite is the source of truth (metadata *and* vectors as float32 blobs), so
-  a restart or a crash mid-ingest never leaves the two out of step, and WAL
-  mode lets other processes read while one writes.
-- Vectors are also held in memory as one contiguous float32 matrix: exact
-  search is then a single BLAS matmul, which beats any ANN index on small
+- SQLite is the source of truth (metadata, words *and* vectors as float32
+  blobs), so a restart or a crash mid-ingest never leaves them out of step,
+  and WAL mode lets other processes read while one writes.
+- A product has several vectors (one per image, one for its title), kept in
+  their own table. In memory every vector is one row of a contiguous float32
+  matrix that knows its owner: exact search is then a single BLAS matmul
+  followed by "best row per product", which beats any ANN index on small
   catalogs and is exact by construction.
-- Above `ann_threshold` vectors a faiss HNSW graph takes over (inner product
-  on unit vectors equals cosine). It is grown incrementally on upsert; a
-  replaced or deleted product leaves a tombstone that searches skip, and the
-  graph is compacted when tombstones pile up. The graph is saved beside the
-  database together with the generation it reflects, so a restart reuses it
-  instead of rebuilding.
+- Above `ann_threshold` vectors a faiss HNSW graph over the rows takes over
+  (inner product on unit vectors equals cosine). It is grown incrementally on
+  upsert; a replaced or deleted product leaves tombstones that searches skip,
+  and the graph is compacted when tombstones pile up. The graph is saved
+  beside the database together with the generation it reflects, so a restart
+  reuses it instead of rebuilding. A search asks it for k x (most vectors any
+  product has) rows, which always holds k distinct products.
 - Crashes and concurrent writers (issue #18). The in-memory state always
   reflects exactly the generation it is labelled with: every write re-checks
   the stored generation *inside* its `BEGIN IMMEDIATE` transaction and
@@ -23,10 +26,14 @@ Why this shape:
   first vector is written and re-checked in every write transaction, so a
   crash never leaves vectors without their model and two writers with
   different models cannot both write.
-- Filters are evaluated on in-memory attribute columns into a mask. A
-  selective filter (few matches) is answered by exact search over the
-  matching rows, a broad one by HNSW restricted to the mask; either way k
-  hits come back whenever k products match.
+- Filters are evaluated on in-memory attribute columns (one cell per product)
+  into a mask, spread to the rows. A selective filter (few matches) is
+  answered by exact search over the matching rows, a broad one by HNSW
+  restricted to the mask; either way k hits come back whenever k products
+  match.
+- Words live in an FTS5 table (porter stemming, unicode61) whose rowid is the
+  product's, written in the same transaction as the product; `lexical` ranks
+  it with FTS5's built-in BM25.
 """
 
 from __future__ import annotations
@@ -46,8 +53,16 @@ from clipsearch import config
 from clipsearch.catalog import Product
 from clipsearch.errors import ConfigurationError
 from clipsearch.filters import Condition, FieldType, Filters, field_type_of
-from clipsearch.index import Hit, IndexRecord, RecordFailure, UpsertResult
+from clipsearch.index import (
+    Hit,
+    IndexRecord,
+    RecordFailure,
+    UpsertResult,
+    image_vector_key,
+    main_vector,
+)
 from clipsearch.index.rwlock import RWLock
+from clipsearch.index.text import attribute_text, query_terms
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +74,24 @@ CREATE TABLE IF NOT EXISTS products (
     title TEXT NOT NULL,
     image TEXT,
     attributes TEXT NOT NULL,
+    images TEXT,
+    description TEXT
+);
+CREATE TABLE IF NOT EXISTS vectors (
+    rowid INTEGER PRIMARY KEY AUTOINCREMENT,
+    product_rowid INTEGER NOT NULL,
+    key TEXT NOT NULL,
     vector BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS vectors_by_product ON vectors (product_rowid);
+CREATE VIRTUAL TABLE IF NOT EXISTS lexical USING fts5(
+    id, title, description, attributes, tokenize = 'porter unicode61 remove_diacritics 2'
 );
 CREATE TABLE IF NOT EXISTS fields (name TEXT PRIMARY KEY, type TEXT NOT NULL);
 """
+# BM25 weight of each lexical column (id, title, description, attributes): the
+# title says what the product is, a description also says what it goes with.
+_BM25_WEIGHTS = (1.0, 2.0, 1.0, 1.0)
 _DB_NAME = "products.sqlite3"
 _ANN_NAME = "hnsw.faiss"
 _ANN_META = "hnsw.json"
@@ -72,7 +101,12 @@ _COMPACT_DEAD_FRACTION = 0.3
 
 
 class _Arrays:
-    """Growable, position-addressed copies of what SQLite holds."""
+    """Growable, position-addressed copies of what SQLite holds.
+
+    Rows are vectors (matrix, liveness, SQLite vector rowid, owner, key);
+    slots are products. `owner[row]` is the row's product slot, -1 for a
+    tombstone restored from a saved graph.
+    """
 
     def __init__(self, dim: int, capacity: int = 1024) -> None:
         self.dim = dim
@@ -80,8 +114,18 @@ class _Arrays:
         self.matrix = np.zeros((capacity, dim), dtype=np.float32)
         self.alive = np.zeros(capacity, dtype=bool)
         self.rowids = np.full(capacity, -1, dtype=np.int64)
+        self.owner = np.full(capacity, -1, dtype=np.int64)
+        self.keys: list[str | None] = []
         self.products: list[Product | None] = []
-        self.pos_of: dict[str, int] = {}
+        self.slot_alive = np.zeros(max(16, capacity // 2), dtype=bool)
+        self.slot_of: dict[str, int] = {}
+        self.slot_by_prowid: dict[int, int] = {}
+        self.prowids: list[int] = []
+        self.rows_of: list[list[int]] = []
+        self.live_rows = 0
+        # The most vectors any product has had: k x this many rows always hold
+        # k distinct products. An upper bound is enough, so it never shrinks.
+        self.max_rows = 1
 
     def _grow(self, needed: int) -> None:
         cap = self.matrix.shape[0]
@@ -91,36 +135,69 @@ class _Arrays:
         self.matrix = np.resize(self.matrix, (new_cap, self.dim))
         self.alive = np.concatenate([self.alive, np.zeros(new_cap - cap, dtype=bool)])
         self.rowids = np.concatenate([self.rowids, np.full(new_cap - cap, -1, dtype=np.int64)])
+        self.owner = np.concatenate([self.owner, np.full(new_cap - cap, -1, dtype=np.int64)])
 
-    def append(self, rowid: int, product: Product, vector: np.ndarray) -> int:
+    def add_product(self, prowid: int, product: Product) -> int:
+        slot = len(self.products)
+        if slot >= len(self.slot_alive):
+            self.slot_alive = np.concatenate([self.slot_alive,
+                                              np.zeros(len(self.slot_alive), dtype=bool)])
+        self.products.append(product)
+        self.prowids.append(prowid)
+        self.slot_alive[slot] = True
+        self.slot_of[product.id] = slot
+        self.slot_by_prowid[prowid] = slot
+        self.rows_of.append([])
+        return slot
+
+    def append_row(self, slot: int, rowid: int, key: str, vector: np.ndarray) -> int:
         self._grow(self.n + 1)
         pos = self.n
+        self.keys.append(None)
+        self.n += 1
+        self.set_row(pos, slot, rowid, key, vector)
+        return pos
+
+    def set_row(self, pos: int, slot: int, rowid: int, key: str, vector: np.ndarray) -> None:
         self.matrix[pos] = vector
         self.alive[pos] = True
         self.rowids[pos] = rowid
-        self.products.append(product)
-        self.pos_of[product.id] = pos
-        self.n += 1
-        return pos
+        self.owner[pos] = slot
+        self.keys[pos] = key
+        self.rows_of[slot].append(pos)
+        self.live_rows += 1
+        self.max_rows = max(self.max_rows, len(self.rows_of[slot]))
 
     def place_dead(self) -> int:
-        """A tombstone slot, used when restoring a saved HNSW layout."""
+        """A tombstone row, used when restoring a saved HNSW layout."""
         self._grow(self.n + 1)
-        self.products.append(None)
+        self.keys.append(None)
         self.n += 1
         return self.n - 1
 
     def kill(self, product_id: str) -> bool:
-        pos = self.pos_of.pop(product_id, None)
-        if pos is None:
+        slot = self.slot_of.pop(product_id, None)
+        if slot is None:
             return False
-        self.alive[pos] = False
-        self.products[pos] = None
+        for pos in self.rows_of[slot]:
+            self.alive[pos] = False
+        self.live_rows -= len(self.rows_of[slot])
+        self.rows_of[slot] = []
+        self.products[slot] = None
+        self.slot_alive[slot] = False
         return True
 
     @property
     def live(self) -> int:
-        return len(self.pos_of)
+        """Live vectors: what exact search scans and HNSW holds."""
+        return self.live_rows
+
+    def product_mask(self) -> np.ndarray:
+        """Live product slots, plus one False cell that owner -1 (a tombstone) lands on."""
+        slots = len(self.products)
+        mask = np.zeros(slots + 1, dtype=bool)
+        mask[:slots] = self.slot_alive[:slots]
+        return mask
 
 
 class LocalIndex:
@@ -147,12 +224,14 @@ class LocalIndex:
         self._lock = RWLock()
         self._arrays: _Arrays | None = None
         self._fields: dict[str, FieldType] = {}
-        self._ann: Any = None  # faiss.IndexHNSWFlat over positions 0..n-1
+        self._ann: Any = None  # faiss.IndexHNSWFlat over rows 0..n-1
         self._columns: dict[str, np.ndarray] = {}
         self._generation = -1
         self._writer_model: str | None = None
-        with self._db() as db:
-            db.executescript(_SCHEMA)
+        db = self._db()
+        db.executescript(_SCHEMA)
+        self._migrate_one_vector_schema(db)
+        self._fill_lexical(db)
         self._reload()
 
     # ------------------------------------------------------------------ storage
@@ -166,6 +245,46 @@ class LocalIndex:
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
         return conn
+
+    def _migrate_one_vector_schema(self, db: sqlite3.Connection) -> None:
+        """Indexes written before products had several vectors kept the one vector in
+        `products.vector`. Move it to `vectors` as the main image's vector, so an
+        existing index keeps working without re-encoding anything."""
+        columns = {row[1] for row in db.execute("PRAGMA table_info(products)")}
+        if "vector" not in columns:
+            return
+        log.info("migrating %s to one row per vector", self.directory)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("ALTER TABLE products ADD COLUMN images TEXT")
+            db.execute("ALTER TABLE products ADD COLUMN description TEXT")
+            for rowid, image, blob in db.execute(
+                    "SELECT rowid, image, vector FROM products ORDER BY rowid").fetchall():
+                db.execute("INSERT INTO vectors (product_rowid, key, vector) VALUES (?, ?, ?)",
+                           (rowid, image_vector_key(image), blob))
+            db.execute("ALTER TABLE products DROP COLUMN vector")
+            self._bump_generation(db)  # a saved HNSW layout no longer matches
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _fill_lexical(self, db: sqlite3.Connection) -> None:
+        """Give products that predate the lexical table their words."""
+        if db.execute("SELECT 1 FROM lexical LIMIT 1").fetchone() is not None:
+            return
+        rows = db.execute("SELECT rowid, id, title, image, attributes, images, description "
+                          "FROM products").fetchall()
+        if not rows:
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for rowid, *fields in rows:
+                _insert_lexical(db, rowid, _product(*fields))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def _meta(self, key: str) -> str | None:
         row = self._db().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -235,30 +354,33 @@ class LocalIndex:
             self._arrays = None
             self._generation = generation
             return
-        total = db.execute("SELECT COUNT(*) FROM products").fetchone()[0]
+        total = db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
         arrays = _Arrays(dim, capacity=max(1024, total))
+        for prowid, *fields in db.execute(
+                "SELECT rowid, id, title, image, attributes, images, description "
+                "FROM products ORDER BY rowid"):
+            arrays.add_product(prowid, _product(*fields))
+        rows = db.execute("SELECT rowid, product_rowid, key, vector FROM vectors ORDER BY rowid")
         saved_ann = self._load_saved_ann(generation) if use_saved else None
-        rows = db.execute("SELECT rowid, id, title, image, attributes, vector FROM products "
-                          "ORDER BY rowid")
         if saved_ann is None:
-            for rowid, pid, title, image, attrs, blob in rows:
-                arrays.append(rowid, _product(pid, title, image, attrs), _vector(blob, dim))
+            for rowid, prowid, key, blob in rows:
+                slot = arrays.slot_by_prowid.get(prowid)
+                if slot is not None:
+                    arrays.append_row(slot, rowid, key, _vector(blob, dim))
         else:
             ann, rowid_layout = saved_ann
             by_rowid = {int(r): i for i, r in enumerate(rowid_layout) if r >= 0}
             for _ in range(len(rowid_layout)):
                 arrays.place_dead()
-            for rowid, pid, title, image, attrs, blob in rows:
+            for rowid, prowid, key, blob in rows:
+                slot = arrays.slot_by_prowid.get(prowid)
                 pos = by_rowid.get(rowid)
                 if pos is None:  # the saved layout does not match: never fatal, rebuild
                     log.warning("saved HNSW graph does not match the database; rebuilding")
                     self._reload_snapshot(db, use_saved=False)
                     return
-                arrays.matrix[pos] = _vector(blob, dim)
-                arrays.alive[pos] = True
-                arrays.rowids[pos] = rowid
-                arrays.products[pos] = _product(pid, title, image, attrs)
-                arrays.pos_of[pid] = pos
+                if slot is not None:
+                    arrays.set_row(pos, slot, rowid, key, _vector(blob, dim))
             self._ann = ann
         self._arrays = arrays
         self._generation = generation
@@ -277,7 +399,7 @@ class LocalIndex:
             rowids = np.load(self.directory / _ANN_ROWIDS)
             if ann.ntotal != len(rowids):
                 return None
-            live = self._db().execute("SELECT COUNT(*) FROM products").fetchone()[0]
+            live = self._db().execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
             if int((rowids >= 0).sum()) != live:
                 return None
             return ann, rowids
@@ -321,28 +443,40 @@ class LocalIndex:
                 for name, ftype in new_fields.items():
                     db.execute("INSERT OR IGNORE INTO fields VALUES (?, ?)", (name, ftype))
                 inserted = []
-                for product, vector in latest.values():
-                    db.execute("DELETE FROM products WHERE id=?", (product.id,))
+                for product, vectors in latest.values():
+                    _remove(db, product.id)
                     cur = db.execute(
-                        "INSERT INTO products (id, title, image, attributes, vector) "
-                        "VALUES (?, ?, ?, ?, ?)",
+                        "INSERT INTO products (id, title, image, attributes, images, "
+                        "description) VALUES (?, ?, ?, ?, ?, ?)",
                         (product.id, product.title, product.image,
-                         json.dumps(dict(product.attributes)), vector.tobytes()),
+                         json.dumps(dict(product.attributes)),
+                         json.dumps(list(product.images)), product.description),
                     )
-                    inserted.append((cur.lastrowid, product, vector))
+                    prowid = cur.lastrowid
+                    _insert_lexical(db, prowid, product)
+                    rows = []
+                    for key, vector in vectors.items():
+                        vcur = db.execute(
+                            "INSERT INTO vectors (product_rowid, key, vector) VALUES (?, ?, ?)",
+                            (prowid, key, vector.tobytes()))
+                        rows.append((vcur.lastrowid, key, vector))
+                    inserted.append((prowid, product, rows))
                 generation = self._bump_generation(db)
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
+            assert dim is not None
             if self._arrays is None:
                 self._arrays = _Arrays(dim)
             self._fields.update(new_fields)
             first_new = self._arrays.n
-            for rowid, product, vector in inserted:
+            for prowid, product, rows in inserted:
                 self._arrays.kill(product.id)
-                self._arrays.append(rowid, product, vector)
+                slot = self._arrays.add_product(prowid, product)
+                for rowid, key, vector in rows:
+                    self._arrays.append_row(slot, rowid, key, vector)
             self._columns = {}
             if self._ann is not None:
                 self._ann.add(self._arrays.matrix[first_new : self._arrays.n])
@@ -353,21 +487,28 @@ class LocalIndex:
         return result
 
     def _validate(self, records: Sequence[IndexRecord], result: UpsertResult
-                  ) -> tuple[list[tuple[Product, np.ndarray]], dict[str, FieldType], int | None]:
+                  ) -> tuple[list[tuple[Product, dict[str, np.ndarray]]], dict[str, FieldType],
+                             int | None]:
         dim = self.dimension
-        accepted: list[tuple[Product, np.ndarray]] = []
+        accepted: list[tuple[Product, dict[str, np.ndarray]]] = []
         new_fields: dict[str, FieldType] = {}
         for record in records:
-            vector = np.asarray(record.vector, dtype=np.float32).reshape(-1)
-            if dim is None:
-                dim = vector.shape[0]
-            reason = _check_vector(vector, dim) or self._check_fields(record.product,
-                                                                      new_fields)
+            vectors: dict[str, np.ndarray] = {}
+            reason = None if record.vectors else "no vectors"
+            for key, raw in record.vectors.items():
+                vector = np.asarray(raw, dtype=np.float32).reshape(-1)
+                if dim is None:
+                    dim = vector.shape[0]
+                reason = _check_vector(vector, dim)
+                if reason:
+                    reason = f"{_key_label(key)}: {reason}"
+                    break
+                vectors[key] = vector / float(np.linalg.norm(vector))
+            reason = reason or self._check_fields(record.product, new_fields)
             if reason:
                 result.failures.append(RecordFailure(record.product.id, reason))
                 continue
-            norm = float(np.linalg.norm(vector))
-            accepted.append((record.product, vector / norm))
+            accepted.append((record.product, vectors))
         return accepted, new_fields, dim
 
     def _check_fields(self, product: Product, pending: dict[str, FieldType]) -> str | None:
@@ -394,9 +535,7 @@ class LocalIndex:
             try:
                 if self._stored_generation() != self._generation:
                     self._reload()
-                removed = 0
-                for pid in dict.fromkeys(ids):
-                    removed += db.execute("DELETE FROM products WHERE id=?", (pid,)).rowcount
+                removed = sum(_remove(db, pid) for pid in dict.fromkeys(ids))
                 generation = self._bump_generation(db) if removed else self._generation
                 db.execute("COMMIT")
             except BaseException:
@@ -427,12 +566,14 @@ class LocalIndex:
 
         old = self._arrays
         assert old is not None
-        live_pos = np.flatnonzero(old.alive[: old.n])
-        fresh = _Arrays(old.dim, capacity=max(1024, len(live_pos)))
-        for pos in live_pos:
-            product = old.products[pos]
-            assert product is not None
-            fresh.append(int(old.rowids[pos]), product, old.matrix[pos])
+        fresh = _Arrays(old.dim, capacity=max(1024, old.live))
+        for slot, product in enumerate(old.products):
+            if product is None:
+                continue
+            new_slot = fresh.add_product(old.prowids[slot], product)
+            for pos in old.rows_of[slot]:
+                fresh.append_row(new_slot, int(old.rowids[pos]), old.keys[pos] or "",
+                                 old.matrix[pos])
         log.info("building HNSW graph over %d vectors (M=%d, efConstruction=%d)",
                  fresh.n, self.hnsw_m, self.ef_construction)
         ann = faiss.IndexHNSWFlat(fresh.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
@@ -490,21 +631,48 @@ class LocalIndex:
 
     def get(self, product_id: str) -> Product | None:
         row = self._db().execute(
-            "SELECT id, title, image, attributes FROM products WHERE id=?", (product_id,)
+            "SELECT id, title, image, attributes, images, description FROM products "
+            "WHERE id=?", (product_id,)
         ).fetchone()
         return _product(*row) if row else None
 
+    def get_vectors(self, ids: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+        out: dict[str, dict[str, np.ndarray]] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), 500):  # SQLite's bound-parameter limit
+            chunk = unique[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db().execute(
+                "SELECT p.id, v.key, v.vector FROM vectors v JOIN products p "
+                f"ON p.rowid = v.product_rowid WHERE p.id IN ({marks}) ORDER BY v.rowid",
+                chunk,
+            )
+            for pid, key, blob in rows:
+                out.setdefault(pid, {})[key] = _vector(blob, len(blob) // 4)
+        return out
+
     def get_vector(self, product_id: str) -> np.ndarray | None:
-        row = self._db().execute(
-            "SELECT vector FROM products WHERE id=?", (product_id,)
-        ).fetchone()
-        return _vector(row[0], len(row[0]) // 4) if row else None
+        return main_vector(self.get_vectors([product_id]).get(product_id, {}))
 
     @property
     def mode(self) -> str:
-        """'ann' once the catalog is large enough for HNSW to pay off, else 'exact'."""
+        """'ann' once the index holds enough vectors for HNSW to pay off, else 'exact'."""
         arrays = self._arrays
         return "ann" if arrays is not None and arrays.live >= self.ann_threshold else "exact"
+
+    def _allowed(self, arrays: _Arrays, filters: Filters,
+                 exclude_ids: Sequence[str]) -> np.ndarray:
+        """Product slots a search may return (live, matching, not excluded), plus the
+        trailing False cell tombstone rows point at."""
+        mask = arrays.product_mask()
+        slots = len(arrays.products)
+        for cond in filters:
+            mask[:slots] &= self._condition_mask(cond, arrays)
+        for pid in exclude_ids:
+            slot = arrays.slot_of.get(pid)
+            if slot is not None:
+                mask[slot] = False
+        return mask
 
     def knn(
         self,
@@ -528,31 +696,73 @@ class LocalIndex:
             if query.shape[0] != arrays.dim:
                 raise ValueError(f"query has dimension {query.shape[0]}, index {arrays.dim}")
             n = arrays.n
-            mask = arrays.alive[:n].copy()
-            restricted = bool(filters) or bool(exclude_ids) or arrays.live != n
-            for cond in filters:
-                mask &= self._condition_mask(cond, arrays)
-            for pid in exclude_ids:
-                pos = arrays.pos_of.get(pid)
-                if pos is not None:
-                    mask[pos] = False
-            matches = int(mask.sum())
+            allowed = self._allowed(arrays, filters, exclude_ids)
+            matches = int(allowed.sum())
             if matches == 0:
                 return []
+            row_mask = allowed[arrays.owner[:n]] & arrays.alive[:n]
             want = min(k, matches)
+            depth = min(int(row_mask.sum()), want * arrays.max_rows)
+            restricted = bool(filters) or bool(exclude_ids) or arrays.live != n
             use_ann = self._ann is not None and self.mode == "ann" and (
-                not restricted or matches > self.filter_exact_fraction * n
+                not restricted or depth > self.filter_exact_fraction * n
             )
-            positions, scores = (
-                self._ann_search(query, want, mask if restricted else None)
-                if use_ann else ([], [])
-            )
-            if len(positions) < want:  # exact mode, or HNSW came up short under a filter
-                positions, scores = _exact_search(arrays.matrix[:n], query, want, mask)
+            best: list[tuple[int, float]] = []
+            if use_ann:
+                best = _best_per_product(arrays, *self._ann_search(
+                    query, depth, row_mask if restricted else None), want)
+            if len(best) < want:  # exact mode, or HNSW came up short under a filter
+                best = _best_per_product(arrays, *_exact_search(
+                    arrays.matrix[:n], query, depth, row_mask), want)
             return [
-                Hit(arrays.products[p], float(min(1.0, max(-1.0, s))))  # type: ignore[arg-type]
-                for p, s in zip(positions, scores, strict=True)
+                Hit(arrays.products[arrays.owner[row]],  # type: ignore[arg-type]
+                    float(min(1.0, max(-1.0, score))), arrays.keys[row])
+                for row, score in best
             ]
+
+    def lexical(
+        self,
+        text: str,
+        k: int,
+        filters: Filters = (),
+        exclude_ids: Sequence[str] = (),
+    ) -> list[Hit]:
+        terms = query_terms(text)
+        if k < 1 or not terms:
+            return []
+        self._refresh_if_stale()
+        with self._lock.read():
+            arrays = self._arrays
+            if arrays is None:
+                return []
+            allowed = self._allowed(arrays, filters, exclude_ids)
+            # Terms are \w+ runs, so quoting each makes it a plain FTS5 string:
+            # no operator a user types can reach the query parser.
+            match = " OR ".join(f'"{term}"' for term in terms)
+            weights = ", ".join(str(w) for w in _BM25_WEIGHTS)
+            rows = self._db().execute(
+                f"SELECT rowid, -bm25(lexical, {weights}) AS score FROM lexical "
+                "WHERE lexical MATCH ? ORDER BY score DESC, rowid", (match,))
+            hits: list[Hit] = []
+            for prowid, score in rows:
+                slot = arrays.slot_by_prowid.get(prowid)
+                if slot is None or not allowed[slot]:
+                    continue
+                hits.append(Hit(arrays.products[slot], float(score)))  # type: ignore[arg-type]
+                if len(hits) == k:
+                    break
+            return hits
+
+    def hybrid(
+        self,
+        vector: np.ndarray,
+        text: str,
+        k: int,
+        filters: Filters = (),
+        exclude_ids: Sequence[str] = (),
+    ) -> tuple[list[Hit], list[Hit]]:
+        return (self.knn(vector, k, filters, exclude_ids),
+                self.lexical(text, k, filters, exclude_ids))
 
     def _ann_search(self, query: np.ndarray, k: int, mask: np.ndarray | None):
         import faiss
@@ -589,7 +799,8 @@ class LocalIndex:
         return mask
 
     def _column(self, name: str, arrays: _Arrays) -> np.ndarray:
-        """One attribute as a typed array, built once per write and reused by every query.
+        """One attribute as a typed array over product slots, built once per write and
+        reused by every query.
 
         A field has one type (upserts that contradict it are rejected), so a
         number column is float64 with NaN for "absent" and a boolean column is
@@ -597,7 +808,7 @@ class LocalIndex:
         instead of a Python loop over the catalog on each query.
         """
         column = self._columns.get(name)
-        if column is not None and len(column) == arrays.n:
+        if column is not None and len(column) == len(arrays.products):
             return column
         values = [None if p is None else p.attributes.get(name) for p in arrays.products]
         ftype = self._fields.get(name)
@@ -606,7 +817,7 @@ class LocalIndex:
         elif ftype == "boolean":
             column = np.array([-1 if v is None else int(v) for v in values], dtype=np.int8)
         else:
-            column = np.empty(arrays.n, dtype=object)
+            column = np.empty(len(values), dtype=object)
             column[:] = values
         self._columns[name] = column
         return column
@@ -617,6 +828,7 @@ class LocalIndex:
             "backend": "local",
             "directory": str(self.directory.resolve()),
             "count": self.count(),
+            "vectors": 0 if arrays is None else arrays.live,
             "dimension": self.dimension,
             "model": self.model,
             "mode": self.mode,
@@ -631,6 +843,44 @@ class LocalIndex:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _remove(db: sqlite3.Connection, product_id: str) -> bool:
+    """Delete a product with its vectors and words; True if it existed."""
+    row = db.execute("SELECT rowid FROM products WHERE id=?", (product_id,)).fetchone()
+    if row is None:
+        return False
+    db.execute("DELETE FROM vectors WHERE product_rowid=?", (row[0],))
+    db.execute("DELETE FROM lexical WHERE rowid=?", (row[0],))
+    db.execute("DELETE FROM products WHERE rowid=?", (row[0],))
+    return True
+
+
+def _insert_lexical(db: sqlite3.Connection, rowid: int, product: Product) -> None:
+    db.execute("INSERT INTO lexical (rowid, id, title, description, attributes) "
+               "VALUES (?, ?, ?, ?, ?)",
+               (rowid, product.id, product.title, product.description or "",
+                attribute_text(product)))
+
+
+def _best_per_product(arrays: _Arrays, rows: list[int], scores: list[float],
+                      want: int) -> list[tuple[int, float]]:
+    """Rows best first -> each product's best row, until `want` products are found."""
+    seen: set[int] = set()
+    best: list[tuple[int, float]] = []
+    for row, score in zip(rows, scores, strict=True):
+        slot = int(arrays.owner[row])
+        if slot < 0 or slot in seen:
+            continue
+        seen.add(slot)
+        best.append((row, score))
+        if len(best) == want:
+            break
+    return best
+
+
+def _key_label(key: str) -> str:
+    return "title vector" if key == "title" else f"vector {key!r}"
 
 
 def _cell(value: Any, dtype: np.dtype) -> Any:
@@ -667,8 +917,10 @@ def _check_vector(vector: np.ndarray, dim: int) -> str | None:
     return None
 
 
-def _product(pid: str, title: str, image: str | None, attrs: str) -> Product:
-    return Product(id=pid, title=title, image=image, attributes=json.loads(attrs))
+def _product(pid: str, title: str, image: str | None, attrs: str, images: str | None,
+             description: str | None) -> Product:
+    return Product(id=pid, title=title, image=image, attributes=json.loads(attrs),
+                   images=tuple(json.loads(images)) if images else (), description=description)
 
 
 def _vector(blob: bytes, dim: int) -> np.ndarray:

@@ -5,11 +5,27 @@ Design notes:
   behind an alias. Readers always go through the alias; a full reload
   builds a new version and swaps the alias atomically, so nobody ever sees
   a half-built index.
+- A product is one document; its vectors (one per image, one for the title)
+  are a `nested` list of `{key, vector}`, and a `nested` query with
+  `score_mode: max` returns each product once, scored by its best vector,
+  with `inner_hits` naming that vector. The alternative, one document per
+  vector collapsed by product id, was measured on the real node
+  (benchmarks/opensearch_layouts.py, docs/benchmarks.md): nested answered
+  k=100 about 3x faster, bulk-loaded ~2.7x faster at the same store size,
+  filters on product fields still returned k products, and a product
+  stays one document (delete by id, lexical fields once, no collapse).
 - The vector field is `knn_vector` with HNSW on the **Lucene** engine (faiss
   and nmslib need native libraries; Lucene is pure Java and supports
   efficient filtering inside the k-NN search) and `cosinesimil` space.
   Lucene reports `(1 + cos) / 2`, which is converted back so both backends
   return plain cosine similarity.
+- Words: title, description and attribute values are `text` with the
+  English analyzer (stemming, like FTS5's porter tokenizer locally), the id
+  a keyword with a `words` subfield; `lexical` is a `most_fields`
+  multi_match, BM25 summed over fields as FTS5 sums over columns. A hybrid
+  search sends its k-NN and lexical queries in one `_msearch` and the
+  service fuses them: the node we test on has no neural-search plugin (see
+  docs/aws.md for switching to OpenSearch's own hybrid query).
 - Attributes get types from dynamic templates (string -> keyword, any
   number -> double, boolean), matching LocalIndex's keyword/number/boolean.
 - Bulk writes go through opensearch-py's `streaming_bulk` (429 retried with
@@ -32,7 +48,8 @@ import numpy as np
 from clipsearch.catalog import Product
 from clipsearch.errors import ConfigurationError, ServiceUnavailableError
 from clipsearch.filters import Condition, FieldType, Filters
-from clipsearch.index import Hit, IndexRecord, RecordFailure, UpsertResult
+from clipsearch.index import Hit, IndexRecord, RecordFailure, UpsertResult, main_vector
+from clipsearch.index.text import attribute_text, query_terms
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,6 +63,10 @@ DEFAULT_ALIAS = "products"
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 128
 CANDIDATES = 512
+# BM25 fields of `lexical` with their boosts; the same weights as LocalIndex's
+# FTS5 columns (the title counts double).
+LEXICAL_FIELDS = ("id.words", "title^2", "description", "attribute_words")
+SCHEMA = 2
 _NUMERIC_TYPES = {"double", "float", "long", "integer", "short", "byte", "half_float",
                   "scaled_float", "unsigned_long"}
 
@@ -57,20 +78,27 @@ def index_body(dimension: int, *, m: int = HNSW_M, ef_construction: int = HNSW_E
         "settings": {"index": {"knn": True, "number_of_shards": shards,
                                "number_of_replicas": replicas}},
         "mappings": {
-            "_meta": {"model": model, "dimension": dimension, "schema": 1},
+            "_meta": {"model": model, "dimension": dimension, "schema": SCHEMA},
             "dynamic": "strict",
             "properties": {
-                "id": {"type": "keyword"},
-                "title": {"type": "text", "fields": {"raw": {"type": "keyword",
-                                                            "ignore_above": 512}}},
+                "id": {"type": "keyword", "fields": {"words": {"type": "text"}}},
+                "title": {"type": "text", "analyzer": "english",
+                          "fields": {"raw": {"type": "keyword", "ignore_above": 512}}},
+                "description": {"type": "text", "analyzer": "english"},
+                "attribute_words": {"type": "text", "analyzer": "english"},
                 "image": {"type": "keyword", "index": False},
+                "images": {"type": "keyword", "index": False},
                 "attributes": {"type": "object", "dynamic": True},
-                "vector": {
-                    "type": "knn_vector",
-                    "dimension": dimension,
-                    "method": {"name": "hnsw", "engine": "lucene", "space_type": "cosinesimil",
-                               "parameters": {"m": m, "ef_construction": ef_construction}},
-                },
+                "vectors": {"type": "nested", "properties": {
+                    "key": {"type": "keyword"},
+                    "vector": {
+                        "type": "knn_vector",
+                        "dimension": dimension,
+                        "method": {"name": "hnsw", "engine": "lucene",
+                                   "space_type": "cosinesimil",
+                                   "parameters": {"m": m, "ef_construction": ef_construction}},
+                    },
+                }},
             },
             "dynamic_templates": [
                 {"attr_strings": {"path_match": "attributes.*", "match_mapping_type": "string",
@@ -295,7 +323,12 @@ class OpenSearchIndex:
         mapping = self._mapping()
         if mapping is None:
             return None
-        return int(mapping["properties"]["vector"]["dimension"])
+        props = mapping["properties"]
+        if "vectors" not in props:
+            raise ConfigurationError(
+                f"{self.target} has the one-vector layout of schema 1; rebuild it "
+                "(clipsearch bootstrap, or ingest into a new alias) to search it")
+        return int(props["vectors"]["properties"]["vector"]["dimension"])
 
     @property
     def model(self) -> str | None:
@@ -320,22 +353,26 @@ class OpenSearchIndex:
             return result
         actions = []
         for record in records:
-            vector = np.asarray(record.vector, dtype=np.float64).reshape(-1)
-            if not np.all(np.isfinite(vector)):
-                result.failures.append(RecordFailure(record.product.id,
-                                                     "vector holds NaN or infinity"))
+            vectors, reason = [], None if record.vectors else "no vectors"
+            for key, raw in record.vectors.items():
+                vector = np.asarray(raw, dtype=np.float64).reshape(-1)
+                norm = float(np.linalg.norm(vector)) if np.all(np.isfinite(vector)) else None
+                if norm is None or norm < 1e-6:
+                    reason = (f"vector {key!r} " + ("holds NaN or infinity" if norm is None
+                                                     else "is all zeros"))
+                    break
+                vectors.append({"key": key, "vector": (vector / norm).tolist()})
+            if reason:
+                result.failures.append(RecordFailure(record.product.id, reason))
                 continue
-            norm = float(np.linalg.norm(vector))
-            if norm > 0:
-                vector = vector / norm
             actions.append({
                 "_op_type": "index", "_index": self.target, "_id": record.product.id,
-                "_source": {**_source(record.product), "vector": vector.tolist()},
+                "_source": {**_source(record.product), "vectors": vectors},
             })
         if not actions:
             return result
         if self.write_index is None:
-            self.ensure(len(actions[0]["_source"]["vector"]))
+            self.ensure(len(actions[0]["_source"]["vectors"][0]["vector"]))
         for ok, item in self._bulk(helpers.streaming_bulk, actions):
             info = item.get("index", {})
             if ok:
@@ -410,7 +447,7 @@ class OpenSearchIndex:
 
     @_unavailable_on_transport_errors
     def get(self, product_id: str) -> Product | None:
-        source = self._get(product_id, _source_excludes="vector")
+        source = self._get(product_id, _source_excludes="vectors")
         return _product(source) if source else None
 
     @_unavailable_on_transport_errors
@@ -430,33 +467,88 @@ class OpenSearchIndex:
         return found
 
     @_unavailable_on_transport_errors
+    def get_vectors(self, ids: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+        unique = list(dict.fromkeys(ids))
+        if not unique:
+            return {}
+        found = self._unless_missing(lambda: self.client.mget(
+            index=self.target, body={"ids": unique}, _source_includes="vectors"), {"docs": []})
+        return {doc["_id"]: {v["key"]: np.asarray(v["vector"], dtype=np.float32)
+                             for v in doc["_source"].get("vectors") or []}
+                for doc in found["docs"] if doc.get("found")}
+
+    @_unavailable_on_transport_errors
     def get_vector(self, product_id: str) -> np.ndarray | None:
-        source = self._get(product_id, _source_includes="vector")
-        return None if source is None else np.asarray(source["vector"], dtype=np.float32)
+        return main_vector(self.get_vectors([product_id]).get(product_id, {}))
+
+    def _knn_body(self, vector: np.ndarray, k: int, filters: Filters,
+                  exclude_ids: Sequence[str]) -> dict[str, Any]:
+        knn: dict[str, Any] = {"vector": np.asarray(vector, dtype=np.float32).reshape(-1)
+                               .tolist(), "k": max(k, self.candidates)}
+        restrict = _restriction(filters, exclude_ids)
+        if restrict:
+            knn["filter"] = restrict
+        return {"size": k, "_source": {"excludes": ["vectors", "attribute_words"]},
+                "query": {"nested": {
+                    "path": "vectors", "score_mode": "max",
+                    "inner_hits": {"size": 1, "_source": ["vectors.key"]},
+                    "query": {"knn": {"vectors.vector": knn}}}}}
+
+    def _lexical_body(self, text: str, k: int, filters: Filters,
+                      exclude_ids: Sequence[str]) -> dict[str, Any]:
+        query: dict[str, Any] = {"bool": {"must": {"multi_match": {
+            "query": " ".join(query_terms(text)), "fields": list(LEXICAL_FIELDS),
+            "type": "most_fields", "operator": "or"}}}}
+        restrict = _restriction(filters, exclude_ids)
+        if restrict:
+            query["bool"].update(restrict["bool"])
+        return {"size": k, "_source": {"excludes": ["vectors", "attribute_words"]},
+                "query": query, "sort": ["_score", {"id": "asc"}]}
 
     @_unavailable_on_transport_errors
     def knn(self, vector: np.ndarray, k: int, filters: Filters = (),
             exclude_ids: Sequence[str] = ()) -> list[Hit]:
         if k < 1:
             return []
-        query_vector = np.asarray(vector, dtype=np.float32).reshape(-1)
-        clauses = [filter_clause(cond) for cond in filters]
-        knn: dict[str, Any] = {"vector": query_vector.tolist(), "k": max(k, self.candidates)}
-        if clauses or exclude_ids:
-            bool_query: dict[str, Any] = {"filter": clauses} if clauses else {}
-            if exclude_ids:
-                bool_query["must_not"] = [{"ids": {"values": list(exclude_ids)}}]
-            knn["filter"] = {"bool": bool_query}
-        body = {"size": k, "_source": {"excludes": ["vector"]},
-                "query": {"knn": {"vector": knn}}}
+        body = self._knn_body(vector, k, filters, exclude_ids)
         response = self._unless_missing(
             lambda: self.client.search(index=self.target, body=body), {"hits": {"hits": []}})
-        hits = []
-        for hit in response["hits"]["hits"]:
-            cosine = max(-1.0, min(1.0, 2.0 * float(hit["_score"]) - 1.0))
-            hits.append(Hit(_product(hit["_source"]), cosine))
-        hits.sort(key=lambda h: -h.score)
-        return hits[:k]
+        return _knn_hits(response, k)
+
+    @_unavailable_on_transport_errors
+    def lexical(self, text: str, k: int, filters: Filters = (),
+                exclude_ids: Sequence[str] = ()) -> list[Hit]:
+        if k < 1 or not query_terms(text):
+            return []
+        body = self._lexical_body(text, k, filters, exclude_ids)
+        response = self._unless_missing(
+            lambda: self.client.search(index=self.target, body=body), {"hits": {"hits": []}})
+        return _lexical_hits(response)
+
+    @_unavailable_on_transport_errors
+    def hybrid(self, vector: np.ndarray, text: str, k: int, filters: Filters = (),
+               exclude_ids: Sequence[str] = ()) -> tuple[list[Hit], list[Hit]]:
+        """Both lists in one `_msearch` round trip."""
+        if k < 1:
+            return [], []
+        if not query_terms(text):
+            return self.knn(vector, k, filters, exclude_ids), []
+        lines = [{}, self._knn_body(vector, k, filters, exclude_ids),
+                 {}, self._lexical_body(text, k, filters, exclude_ids)]
+        response = self._unless_missing(
+            lambda: self.client.msearch(index=self.target, body=lines), None)
+        if response is None:
+            return [], []
+        answers = response["responses"]
+        for answer in answers:
+            error = answer.get("error")
+            if error:
+                if answer.get("status") == 404:
+                    return [], []
+                from opensearchpy.exceptions import TransportError
+
+                raise TransportError(answer.get("status", 500), str(error), error)
+        return _knn_hits(answers[0], k), _lexical_hits(answers[1])
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "opensearch", "alias": self.alias, "index": self.current_index(),
@@ -474,15 +566,46 @@ def filter_clause(cond: Condition) -> dict[str, Any]:
     return {"terms": {path: list(cond.values)}}
 
 
+def _restriction(filters: Filters, exclude_ids: Sequence[str]) -> dict[str, Any] | None:
+    """Filters and excluded ids as one bool query on the product document."""
+    clauses = [filter_clause(cond) for cond in filters]
+    if not clauses and not exclude_ids:
+        return None
+    restrict: dict[str, Any] = {"filter": clauses} if clauses else {}
+    if exclude_ids:
+        restrict["must_not"] = [{"ids": {"values": list(exclude_ids)}}]
+    return {"bool": restrict}
+
+
+def _knn_hits(response: Mapping[str, Any], k: int) -> list[Hit]:
+    hits = []
+    for hit in response["hits"]["hits"]:
+        cosine = max(-1.0, min(1.0, 2.0 * float(hit["_score"]) - 1.0))
+        inner = hit.get("inner_hits", {}).get("vectors", {}).get("hits", {}).get("hits", [])
+        matched = inner[0]["_source"].get("key") if inner else None
+        hits.append(Hit(_product(hit["_source"]), cosine, matched))
+    hits.sort(key=lambda h: -h.score)
+    return hits[:k]
+
+
+def _lexical_hits(response: Mapping[str, Any]) -> list[Hit]:
+    return [Hit(_product(hit["_source"]), float(hit["_score"]))
+            for hit in response["hits"]["hits"]]
+
+
 def _source(product: Product) -> dict[str, Any]:
     return {"id": product.id, "title": product.title, "image": product.image,
+            "images": list(product.images), "description": product.description,
+            "attribute_words": attribute_text(product),
             "attributes": {k: v for k, v in product.attributes.items()
                            if not (isinstance(v, float) and math.isnan(v))}}
 
 
 def _product(source: Mapping[str, Any]) -> Product:
     return Product(id=source["id"], title=source["title"], image=source.get("image"),
-                   attributes=dict(source.get("attributes") or {}))
+                   attributes=dict(source.get("attributes") or {}),
+                   images=tuple(source.get("images") or ()),
+                   description=source.get("description"))
 
 
 def _reason(info: Mapping[str, Any]) -> str:
