@@ -486,7 +486,8 @@ class Ingestor:
             return
         try:
             if not self._index_ready:
-                self.index.ensure(int(np.asarray(records[0].vector).shape[-1]),
+                first = next(iter(records[0].vectors.values()))
+                self.index.ensure(int(np.asarray(first).shape[-1]),
                                   model=getattr(self.encoder, "model_id", None))
                 self._index_ready = True
             result = self.index.upsert(records)
