@@ -141,3 +141,17 @@ def quiet_transformers() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+
+
+def dtype_kwargs(dtype: object) -> dict[str, object]:
+    """`from_pretrained`'s precision argument under the installed transformers.
+
+    transformers 4.56 renamed `torch_dtype` to `dtype`; older releases (the
+    SageMaker container has 4.51) take an unknown `dtype` into the model config,
+    whose JSON serialisation then fails ("Object of type dtype is not JSON
+    serializable"), so the handler must speak whichever the container has.
+    """
+    import transformers
+
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}

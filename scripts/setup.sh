@@ -53,3 +53,13 @@ if [ "$profile" != "demo" ] && { ! command -v java >/dev/null 2>&1 || ! command 
     echo "==> WARNING: no apt-get; install Java 17+ and Maven or the OpenSearch tests skip"
   fi
 fi
+
+# The container-parity environment (tests/test_container_parity.py): the
+# SageMaker container's exact torch, transformers, inference toolkit and
+# multi-model-server on Python 3.12, cached in ~/.cache/clipsearch/parity-<hash
+# of the pins> and rebuilt only when the pins change (first build: ~1 GB of
+# downloads). It needs a Python 3.12 (pyenv or python3.12 on PATH) and the JDK
+# above for the model server.
+if [ "$profile" != "demo" ]; then
+  "$VENV/bin/python" scripts/parity_env.py >/dev/null
+fi

@@ -41,6 +41,7 @@ from clipsearch.aws.settings import (
     ENV_MODEL,
     ENV_OPENSEARCH_URL,
 )
+from clipsearch.sagemaker import container
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,9 +67,11 @@ LOG_RETENTION_DAYS = (
     2922, 3288, 3653,
 )
 
-# Hugging Face PyTorch inference DLC, CPU flavour (serverless inference has no GPU).
-DLC_REPOSITORY = "huggingface-pytorch-inference"
-DEFAULT_DLC_TAG = "2.6.0-transformers4.49.0-cpu-py312-ubuntu22.04"
+# Hugging Face PyTorch inference DLC, CPU flavour (serverless inference has no
+# GPU). The tag is chosen in clipsearch/sagemaker/container.py, which also
+# holds the versions the packager and the container-parity test rely on.
+DLC_REPOSITORY = container.DLC_REPOSITORY
+DEFAULT_DLC_TAG = container.DLC_TAG
 
 DEFAULT_MODEL_ARTIFACT = "build/model.tar.gz"
 
@@ -125,6 +128,8 @@ class DeploymentConfig:
     # s3://bucket/key/model.tar.gz; without it the file below becomes a CDK asset.
     model_data_url: str | None = None
     model_artifact: str = DEFAULT_MODEL_ARTIFACT
+    # Synth refuses an artifact packaged from random weights unless this is true.
+    allow_random_model: bool = False
     dlc_image_tag: str = DEFAULT_DLC_TAG
     # Overrides the region->account fact, for regions CDK does not know yet.
     dlc_account: str | None = None

@@ -19,15 +19,17 @@ transform (a transform job runs with its model's role), so it may read
 from __future__ import annotations
 
 import re
+import tarfile
 from pathlib import Path
 
-from aws_cdk import ArnFormat, Stack, region_info
+from aws_cdk import ArnFormat, FileAssetPackaging, Stack, region_info
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
+from clipsearch.sagemaker import container
+from clipsearch.sagemaker.package import RANDOM_MARKER, sha256_file
 from stacks.config import (
     DLC_REPOSITORY,
     IMAGES_PREFIX,
@@ -47,6 +49,28 @@ ECR_URI = re.compile(
 
 class ModelArtifactMissing(ConfigError):
     """No model artifact: neither model_data_url nor the packaged file exists."""
+
+
+class RandomModelArtifact(ConfigError):
+    """The artifact holds random weights (`clipsearch model random`), not a trained model."""
+
+
+def refuse_random_weights(artifact: Path, allowed: bool) -> None:
+    """Stop synth on a random-weight artifact unless `-c allow_random_model=true`.
+
+    Such an artifact serves, and its vectors look like any others, so a
+    deployment of it would search meaninglessly without a single error.
+    """
+    if allowed:
+        return
+    with tarfile.open(artifact, "r:gz") as tar:
+        random = any(member.name.lstrip("./") == RANDOM_MARKER for member in tar)
+    if random:
+        raise RandomModelArtifact(
+            f"{artifact} contains {RANDOM_MARKER}: it was packaged from a model with random "
+            "weights (`clipsearch model random`), whose search results are meaningless. "
+            "Package a trained model (scripts/package_model.py --model <id or directory>), "
+            "or pass -c allow_random_model=true to deploy it anyway (for testing)")
 
 
 def dlc_image_uri(config: DeploymentConfig) -> str:
@@ -141,12 +165,10 @@ class ModelEndpoint(Construct):
                 image=image,
                 model_data_url=model_data_url,
                 mode="SingleModel",
+                # The same environment the container-parity test serves with.
                 environment={
-                    "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+                    **container.MODEL_ENVIRONMENT,
                     "SAGEMAKER_REGION": config.region,
-                    # One worker: serverless memory holds one copy of the model.
-                    "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
-                    "MMS_DEFAULT_WORKERS_PER_MODEL": "1",
                     "CLIPSEARCH_MODEL": config.model_name,
                 },
             ),
@@ -193,9 +215,19 @@ class ModelEndpoint(Construct):
                 f"--model {config.model_name} --output {config.model_artifact}\n"
                 "or point at an uploaded one with -c model_data_url=s3://BUCKET/KEY/model.tar.gz"
             )
-        asset = s3_assets.Asset(self, "Artifact", path=str(path))
+        refuse_random_weights(path, config.allow_random_model)
+        # SageMaker documents ModelDataUrl as a .tar.gz; CDK names a file asset
+        # <source hash><last extension>, which would drop ".tar". The source
+        # hash is ours to give (the content's sha256), so ".tar" goes on it.
+        location = stack.synthesizer.add_file_asset(
+            file_name=str(path),
+            packaging=FileAssetPackaging.FILE,
+            source_hash=f"{sha256_file(path)}.tar",
+        )
         self.role.add_to_policy(iam.PolicyStatement(
             actions=["s3:GetObject"],
-            resources=[asset.bucket.arn_for_objects(asset.s3_object_key)]))
-        return asset.s3_object_url
+            resources=[stack.format_arn(service="s3", region="", account="",
+                                        resource=location.bucket_name,
+                                        resource_name=location.object_key)]))
+        return location.s3_object_url
 

@@ -84,26 +84,57 @@ def test_artifact_layout_is_what_the_container_expects(tiny_model_artifact):
     with tarfile.open(tiny_model_artifact, "r:gz") as tar:
         members = tar.getmembers()
         names = [m.name for m in members]
-        requirements = tar.extractfile("code/requirements.txt").read().decode()
         meta = json.load(tar.extractfile("clipsearch-model.json"))
+        tokenizer = json.load(tar.extractfile("tokenizer_config.json"))
     assert names == sorted(names)
     for required in ("config.json", "model.safetensors", "clipsearch-model.json",
-                     "code/inference.py", "code/requirements.txt",
+                     "preprocessor_config.json", "tokenizer.json", "code/inference.py",
                      "code/clipsearch/encoders/clip.py", "code/clipsearch/images.py",
                      "code/clipsearch/sagemaker/protocol.py"):
         assert required in names
+    # The container's transformers 4.x reads preprocessor_config.json; 5.x's
+    # processor_config.json would be passed to the processor's constructor.
+    assert "processor_config.json" not in names
+    # Nothing is installed at start: no requirements.txt, no download.
+    assert "code/requirements.txt" not in names
+    assert tokenizer["model_max_length"] == 77 and "backend" not in tokenizer
     # Nothing from the source tree beyond what the handler needs.
     assert not any("index" in n or "service" in n for n in names if n.startswith("code/"))
     assert all(m.mtime == FIXED_MTIME and m.uid == 0 and m.gid == 0 and not m.uname
                for m in members)
-    lines = [ln.strip() for ln in requirements.splitlines()
-             if ln.strip() and not ln.startswith("#")]
-    assert any(ln.startswith("transformers>=") for ln in lines)
-    assert not any(ln.lower().startswith("torch") for ln in lines), "the DLC provides torch"
     assert meta["dimension"] == 32 and meta["prompt_template"] == config.DEFAULT_PROMPT_TEMPLATE
     with open(tiny_model_artifact, "rb") as raw:
         header = raw.read(10)
     assert header[4:8] == b"\0\0\0\0", "gzip header mtime must be 0"
+
+
+@pytest.fixture
+def staged(tiny_model_artifact, tmp_path) -> Path:
+    with tarfile.open(tiny_model_artifact, "r:gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    return tmp_path
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda d: (d / "preprocessor_config.json").rename(d / "processor_config.json"),
+     "preprocessor_config.json is missing; processor_config.json (the transformers-5 layout)"),
+    (lambda d: (d / "code" / "requirements.txt").write_text("transformers>=5\n"),
+     "code/requirements.txt is present"),
+    (lambda d: (d / "model.safetensors").unlink(), "model.safetensors is missing"),
+    (lambda d: (d / "config.json").write_text('{"model_type": "bert"}'),
+     "model type 'bert' cannot be served"),
+], ids=["transformers-5 processor", "requirements.txt", "no weights", "unknown family"])
+def test_packager_refuses_what_the_container_cannot_load(staged, change, words):
+    from clipsearch.sagemaker.package import check_container_layout
+
+    check_container_layout(staged)  # the real artifact passes
+    change(staged)
+    with pytest.raises(ConfigurationError) as error:
+        check_container_layout(staged)
+    message = str(error.value)
+    assert words in message and "2.6.0-transformers4.51.3-cpu" in message
+    # It says what to do.
+    assert "scripts/package_model.py" in message or "SUPPORTED_MODEL_TYPES" in message
 
 
 def _load_script():

@@ -18,6 +18,7 @@ os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 from aws_cdk import App, Stack
 from aws_cdk import aws_s3 as s3
 
+from clipsearch.sagemaker.package import sha256_file
 from stacks.app_factory import build_app, cdk_json_context
 from stacks.config import (
     SERVERLESS_MEMORY_CHOICES,
@@ -25,7 +26,12 @@ from stacks.config import (
     DeploymentConfig,
     load_config,
 )
-from stacks.model_endpoint import ModelArtifactMissing, ModelEndpoint, dlc_image_uri
+from stacks.model_endpoint import (
+    ModelArtifactMissing,
+    ModelEndpoint,
+    RandomModelArtifact,
+    dlc_image_uri,
+)
 
 
 def test_profiles_load_and_validate() -> None:
@@ -191,20 +197,38 @@ def test_missing_artifact_names_the_packaging_script(tmp_path: Path) -> None:
     assert "model_data_url" in str(error.value)
 
 
-def test_packaged_artifact_becomes_an_s3_asset(tmp_path: Path) -> None:
+def _artifact(tmp_path: Path, *names: str) -> Path:
     artifact = tmp_path / "model.tar.gz"
     with tarfile.open(artifact, "w:gz") as tar:
-        (tmp_path / "config.json").write_text("{}")
-        tar.add(tmp_path / "config.json", arcname="config.json")
+        for name in ("config.json", *names):
+            (tmp_path / name).write_text("{}")
+            tar.add(tmp_path / name, arcname=name)
+    return artifact
+
+
+def test_packaged_artifact_becomes_an_s3_asset_ending_in_tar_gz(tmp_path: Path) -> None:
+    artifact = _artifact(tmp_path)
     stack, model = _model_stack(DeploymentConfig(model_artifact=str(artifact)))
     url = stack.resolve(model.model.primary_container.model_data_url)  # type: ignore[union-attr]
     assert url["Fn::Sub"].startswith("s3://cdk-hnb659fds-assets-${AWS::AccountId}-us-east-1/")
     key = url["Fn::Sub"].rsplit("/", 1)[1]
-    assert key.endswith(".gz")
+    # SageMaker documents ModelDataUrl as a .tar.gz; CDK alone would write <hash>.gz.
+    assert key == f"{sha256_file(artifact)}.tar.gz"
     # The model role may read exactly that object.
     statements = stack.resolve(model.role.node.find_child("DefaultPolicy").document)
     assert any(s["Action"] == "s3:GetObject" and key in str(s["Resource"])
                for s in statements["Statement"])
+
+
+def test_a_random_weight_artifact_is_refused_unless_allowed(tmp_path: Path) -> None:
+    artifact = _artifact(tmp_path, "RANDOM_WEIGHTS.txt")
+    with pytest.raises(RandomModelArtifact) as error:
+        _model_stack(DeploymentConfig(model_artifact=str(artifact)))
+    assert "RANDOM_WEIGHTS.txt" in str(error.value) and str(artifact) in str(error.value)
+    assert "allow_random_model=true" in str(error.value)
+    _, model = _model_stack(DeploymentConfig(model_artifact=str(artifact),
+                                             allow_random_model=True))
+    assert model.model.primary_container.model_data_url  # type: ignore[union-attr]
 
 
 def test_every_knob_is_documented() -> None:

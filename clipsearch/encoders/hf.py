@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from clipsearch.encoders.towers import Tensors, TowerEncoder
 from clipsearch.errors import ConfigurationError
-from clipsearch.models import quiet_transformers
+from clipsearch.models import dtype_kwargs, quiet_transformers
 
 if TYPE_CHECKING:
     import torch
@@ -48,7 +48,7 @@ class TransformersEncoder(TowerEncoder):
 
         quiet_transformers()
         try:
-            self.model = AutoModel.from_pretrained(model_id, dtype=self.dtype)
+            self.model = AutoModel.from_pretrained(model_id, **dtype_kwargs(self.dtype))
             self.processor = AutoProcessor.from_pretrained(model_id, **pil_backend())
         except (OSError, ValueError) as exc:
             raise ConfigurationError(

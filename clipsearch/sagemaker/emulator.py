@@ -23,6 +23,17 @@ Differences from AWS, on purpose: no authentication; the runtime's oversize
 answer is a `ValidationError` whose exact AWS wording is not documented; the
 handler runs in this process, so an already-imported `clipsearch` package is
 shared with it (a subprocess test checks the vendored copy alone suffices).
+
+What it does not prove. It runs the handler with *our* Python, torch and
+transformers, and imitates the toolkit and the model server from their
+documented behaviour. So it cannot show that the container's own software
+loads the artifact: a processor layout its transformers cannot read, a
+keyword argument its transformers lacks, a requirements.txt that replaces
+its packages, a worker that dies while `/ping` still says Healthy, or the
+model server's request-size limit. That is what the container-parity test
+(tests/test_container_parity.py, via `clipsearch.sagemaker.parity`) checks,
+with the image's exact versions and the real multi-model-server. The
+emulator stays the fast stand-in for the Lambda, encoder and bootstrap tests.
 """
 
 from __future__ import annotations

@@ -2,15 +2,28 @@
 
 Layout (what the Hugging Face container expects under /opt/ml/model):
 
-    config.json, model.safetensors, preprocessor/tokenizer files   the weights
+    config.json, model.safetensors          the weights
+    preprocessor_config.json                the image processor (transformers 4.x layout)
+    tokenizer.json, tokenizer_config.json   the tokenizer
     clipsearch-model.json       model id, dimension, prompt template
     code/inference.py           the handler (model/code/inference.py)
-    code/requirements.txt       what the container lacks (never torch)
     code/clipsearch/...         the clipsearch modules the handler imports
 
-The weights go through `from_pretrained` then `save_pretrained`, so the
-artifact holds exactly one safetensors file in the format the container's
-transformers loads, whatever the source repository ships (bin, h5, msgpack).
+The container is `clipsearch.sagemaker.container.DLC_TAG`, with transformers
+4.51. The weights go through `from_pretrained` then `save_pretrained`, so the
+artifact holds exactly one safetensors file whatever the source repository
+ships (bin, h5, msgpack). The processor files are rewritten in the layout 4.x
+reads, because transformers 5 (the dev environment) folds the image processor
+into `processor_config.json`, which 4.x cannot use.
+
+There is no `code/requirements.txt`: the container would pip-install it at
+every start (slow serverless cold starts, production changing without a
+deploy, and, with transformers 5, a toolkit that no longer imports).
+Everything the handler imports is in the image or vendored here.
+`check_container_layout` refuses an artifact the container cannot load;
+tests/test_container_parity.py proves the layout by serving it with the
+container's own software.
+
 Determinism (sorted entries, fixed mtime/owner/mode, gzip mtime 0) lets a
 re-run prove nothing changed by comparing sha256, and lets S3 uploads be
 skipped by checksum.
@@ -28,14 +41,19 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from clipsearch import __version__, config
 from clipsearch.errors import ConfigurationError, ValidationError
+from clipsearch.sagemaker import container
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # clipsearch/
 HANDLER_SOURCE = PACKAGE_DIR.parent / "model" / "code" / "inference.py"
 METADATA_FILE = "clipsearch-model.json"
+# Written by `clipsearch model random` beside random weights, and kept in the
+# artifact, so synth can refuse to deploy them as if they were a real model.
+RANDOM_MARKER = "RANDOM_WEIGHTS.txt"
 # Exactly the modules `inference.py` imports, directly or through them. The
 # subprocess test imports the handler with only these on the path.
 VENDORED_MODULES = (
@@ -51,16 +69,13 @@ VENDORED_MODULES = (
     "encoders/hf.py",
     "encoders/clip.py",
 )
-# The Hugging Face PyTorch inference DLC ships torch, numpy and Pillow; it
-# pip-installs code/requirements.txt at start-up. transformers is pinned to the
-# release line that wrote the processor files (5.x moved them into
-# processor_config.json) and never below 4.56, the first to take
-# `from_pretrained(dtype=...)` as ClipEncoder does (older releases ignore it,
-# and fp16 inputs then meet fp32 weights on GPU).
-REQUIREMENTS_HEADER = """\
-# Installed by the SageMaker Hugging Face container at start-up.
-# torch, numpy and Pillow come with the container and are deliberately absent.
-"""
+# transformers 5 writes the processor as one file that the container's 4.x
+# cannot use; 4.x reads the image processor from PREPROCESSOR_FILE.
+PROCESSOR_FILE = "processor_config.json"
+PREPROCESSOR_FILE = "preprocessor_config.json"
+# Keys transformers 5 adds to tokenizer_config.json that mean nothing to 4.x
+# (which would hand them to the tokenizer's constructor).
+_TOKENIZER_V5_KEYS = ("backend", "is_local", "local_files_only")
 # 2020-01-01T00:00:00Z: any fixed instant works; 0 upsets some tar readers.
 FIXED_MTIME = 1577836800
 
@@ -95,7 +110,8 @@ def stage_model(model: str | Path, staging: Path, *, model_id: str | None = None
     staging.mkdir(parents=True, exist_ok=True)
     encoder.model.save_pretrained(staging)
     encoder.processor.save_pretrained(staging)
-    marker = Path(model) / "RANDOM_WEIGHTS.txt"
+    write_container_processor_files(staging, encoder)
+    marker = Path(model) / RANDOM_MARKER
     if marker.is_file():  # keep the warning with the weights it describes
         shutil.copyfile(marker, staging / marker.name)
     metadata: dict[str, object] = {
@@ -104,31 +120,82 @@ def stage_model(model: str | Path, staging: Path, *, model_id: str | None = None
         "prompt_template": prompt_template,
         "clipsearch_version": __version__,
     }
-    (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n",
-                                         encoding="utf-8")
+    _write_json(staging / METADATA_FILE, metadata)
     code = staging / "code"
     code.mkdir(exist_ok=True)
     shutil.copyfile(HANDLER_SOURCE, code / "inference.py")
-    (code / "requirements.txt").write_text(requirements_txt(), encoding="utf-8")
     for relative in VENDORED_MODULES:
         target = code / "clipsearch" / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(PACKAGE_DIR / relative, target)
+    check_container_layout(staging)
     return metadata
 
 
-def requirements_txt(transformers_version: str | None = None) -> str:
-    """The container's extra packages, transformers bounded to the packaging release line."""
-    if transformers_version is None:
-        import transformers
+def write_container_processor_files(staging: Path, encoder: Any) -> None:
+    """Rewrite the processor and tokenizer files in the layout the container's 4.x reads.
 
-        transformers_version = transformers.__version__
-    major, minor = (int(part) for part in transformers_version.split(".")[:2])
-    lower = max((major, minor), (4, 56))
-    return (REQUIREMENTS_HEADER
-            + f"transformers>={lower[0]}.{lower[1]},<{major + 1}\n"
-            + "pillow>=10\n"
-            + "orjson>=3.9\n")
+    transformers 5 still reads this layout, so the emulator and `ClipEncoder`
+    in the dev environment load the very same artifact.
+    """
+    (staging / PROCESSOR_FILE).unlink(missing_ok=True)
+    image_processor = encoder.processor.image_processor.to_dict()
+    image_processor["processor_class"] = type(encoder.processor).__name__
+    _write_json(staging / PREPROCESSOR_FILE, image_processor)
+    tokenizer_config = staging / "tokenizer_config.json"
+    if tokenizer_config.is_file():
+        settings = json.loads(tokenizer_config.read_text(encoding="utf-8"))
+        for key in _TOKENIZER_V5_KEYS:
+            settings.pop(key, None)
+        # 5.x writes "no limit" (1e30) when the source said nothing; the text
+        # tower's position embeddings are the real limit.
+        max_positions = int(encoder.model.config.text_config.max_position_embeddings)
+        if float(settings.get("model_max_length", 0)) > max_positions:
+            settings["model_max_length"] = max_positions
+        _write_json(tokenizer_config, settings)
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def check_container_layout(staging: Path) -> None:
+    """Refuse, saying what to do, an artifact the deployed container cannot load.
+
+    Each check is a failure seen with the real serving stack (see
+    docs/sagemaker-model.md): a family the handler does not serve in the
+    container's transformers, the transformers-5 processor layout, and a
+    requirements.txt (a pip install at every cold start, which also replaced
+    the container's transformers and broke its toolkit's import).
+    """
+    where = f"container {container.DLC_TAG} (transformers {container.TRANSFORMERS_VERSION})"
+    try:
+        model_type = json.loads((staging / "config.json").read_text(encoding="utf-8"))["model_type"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigurationError(
+            f"the staged model has no readable config.json model_type ({exc}); package a "
+            "directory saved with save_pretrained") from exc
+    if model_type not in container.SUPPORTED_MODEL_TYPES:
+        raise ConfigurationError(
+            f"model type {model_type!r} cannot be served by the {where}: the handler serves "
+            f"{', '.join(container.SUPPORTED_MODEL_TYPES)}. Package a checkpoint of a supported "
+            "family, or add the family to SUPPORTED_MODEL_TYPES in "
+            "clipsearch/sagemaker/container.py together with a case in "
+            "tests/test_container_parity.py")
+    problems = [f"{name} is missing" for name in
+                ("model.safetensors", PREPROCESSOR_FILE, "tokenizer.json", "code/inference.py",
+                 METADATA_FILE) if not (staging / name).is_file()]
+    if (staging / PROCESSOR_FILE).exists():
+        problems.append(f"{PROCESSOR_FILE} (the transformers-5 layout) is present, which 4.x "
+                        "passes to the processor's constructor")
+    if (staging / "code" / "requirements.txt").exists():
+        problems.append("code/requirements.txt is present, which the container pip-installs "
+                        "at every start")
+    if problems:
+        raise ConfigurationError(
+            f"the artifact would not load in the {where}: {'; '.join(problems)}. Rebuild it "
+            "with this checkout's `scripts/package_model.py`, which writes the container's "
+            "layout")
 
 
 def write_deterministic_tar(source: Path, output: Path) -> tuple[int, str]:
