@@ -40,7 +40,7 @@ DONE_MARKER = ".parity-complete"
 # handler service and the model server's worker import, transformers is the pin.
 SMOKE = f"""
 import torch, transformers, mms.model_service_worker
-import sagemaker_huggingface_inference_toolkit.handler_service
+import sagemaker_huggingface_inference_toolkit.handler_service, sagemaker_inference.model_server
 assert transformers.__version__ == {container.TRANSFORMERS_VERSION!r}, transformers.__version__
 assert torch.__version__.split('+')[0] == {container.TORCH_VERSION!r}, torch.__version__
 assert float(torch.ones(2, 2).sum()) == 4.0

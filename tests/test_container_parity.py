@@ -193,7 +193,7 @@ def test_jsonlines_multirecord_as_a_batch_transform_sends_it(served):
     The body is built by the bootstrap's own `jsonlines_body`; one corrupt
     record fails alone and the others keep their ids, order and vectors.
     """
-    images = {f"sku-{i}": png((i * 40 % 256, 90, 160), (900, 700), noise=True)
+    images = {f"sku-{i}": png((i * 40 % 256, 90, 160), (700, 500), noise=True)
               for i in range(6)}
     images["sku-bad"] = b"this is not an image"
     ids = ("sku-0", "sku-1", "sku-bad", *(f"sku-{i}" for i in range(2, 6)))

@@ -63,7 +63,9 @@ TORCH_PINS = (
 PARITY_PINS = (
     # torch's own pure-Python dependencies (its CUDA libraries are left out).
     "filelock", "typing-extensions>=4.10", "networkx", "jinja2", "fsspec",
-    "sympy==1.13.1", "setuptools",
+    "sympy==1.13.1",
+    # sagemaker-inference imports pkg_resources, which setuptools 81+ no longer has.
+    "setuptools==80.9.0",
     # The image has the [audio] extra too; its kenlm only builds from source
     # (cmake, boost) and nothing we serve imports it.
     f"transformers[sentencepiece,vision]=={TRANSFORMERS_VERSION}",

@@ -30,6 +30,7 @@ import contextlib
 import http.client
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -120,9 +121,16 @@ class ServingStack:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free port below 32767: the model server refuses any port >= Short.MAX_VALUE,
+    which rules out the kernel's ephemeral range that `bind(0)` picks from."""
+    for port in random.sample(range(20000, 32000), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))  # the model server binds every address
+            except OSError:
+                continue
+            return port
+    raise ServingStackError("no free port between 20000 and 32000")
 
 
 def extract_artifact(artifact: Path, root: Path) -> Path:
