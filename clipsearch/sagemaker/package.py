@@ -62,6 +62,7 @@ VENDORED_MODULES = (
     "errors.py",
     "images.py",
     "models.py",
+    "strict.py",
     "sagemaker/__init__.py",
     "sagemaker/protocol.py",
     "encoders/__init__.py",
