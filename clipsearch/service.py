@@ -216,7 +216,9 @@ class SearchService:
         ranked = self._rank(request, mode, vector, filters)
         page = ranked[request.offset : request.offset + request.k]
         if request.min_score is not None:
-            page = [f for f in page if f.score >= request.min_score]
+            # Compared with the score as the client sees it (rounded), so a result shown
+            # with score == min_score is kept, whatever its last float bits were.
+            page = [f for f in page if _round(f.score) >= request.min_score]
         explains = (self._explain(page, request, mode, vector) if request.explain
                     else [None] * len(page))
         return search_body(
