@@ -522,7 +522,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
                               "model's endpoint and run `clipsearch bootstrap --new-index`",
                               field="opensearch")
     model = args.reindex_model or args.model
-    encoder = _open_encoder(model, args.threads, args.prompt_template)
+    encoder = _open_encoder(args, model)
     with _progress(0, f"re-embedding with {model}", args.no_progress) as bar:
         def set_total(total: int) -> None:
             bar.total = total

@@ -63,7 +63,9 @@ def reader_grants(alias: str) -> list[HttpGrant]:
         HttpGrant(("GET", "HEAD"), (alias, f"{alias}/_doc/*", f"{alias}/_mapping",
                                     f"{alias}/_search", f"{alias}/_count", f"_alias/{alias}")),
         # Searches, counts and multi-gets carry a body, so they are POSTs; still reads.
-        HttpGrant(("POST",), (f"{alias}/_search", f"{alias}/_count", f"{alias}/_mget")),
+        # _msearch: a hybrid query sends its vector and lexical searches in one round trip.
+        HttpGrant(("POST",), (f"{alias}/_search", f"{alias}/_msearch", f"{alias}/_count",
+                              f"{alias}/_mget")),
     ]
 
 

@@ -139,6 +139,9 @@ def test_the_model_is_recorded_before_the_first_vector(tmp_path, encoder, demo_p
                 raise KeyboardInterrupt  # what kill -INT would do mid-ingest
             return encoder.encode_images(images)
 
+        def encode_texts(self, texts):  # titles are embedded too (hybrid search)
+            return encoder.encode_texts(texts)
+
     index = LocalIndex(tmp_path / "index")
     with pytest.raises(KeyboardInterrupt):
         SearchService(DiesAfterOneBatch(), index).ingest(demo_products, batch_size=4)

@@ -1157,8 +1157,10 @@ def test_cfn_lint_passes(synth: Synth) -> None:
 def test_a_two_az_region_synthesizes_and_validates(tmp_path: Path) -> None:
     """prod with two zones in us-west-1 (two AZs for most accounts): zones picked at deploy
     time with Fn::GetAZs, never names guessed from the region (cfn-lint W3010)."""
+    # Outside us-east-1 the page's CloudFront web ACL is made there and passed in.
     two = _synth("prod", tmp_path, region="us-west-1", domain_az_count=2,
-                 domain_instance_count=2)
+                 domain_instance_count=2,
+                 web_acl_arn="arn:aws:wafv2:us-east-1:123456789012:global/webacl/page/0a1b2c")
     assert _lint(two) == []
     subnets = two.resources("AWS::EC2::Subnet").values()
     assert sorted(json.dumps(s["Properties"]["AvailabilityZone"]) for s in subnets) == [
