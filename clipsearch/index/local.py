@@ -593,13 +593,16 @@ class LocalIndex:
         # rename: a crash in between leaves no metadata, so the graph is rebuilt
         # rather than read with a layout that belongs to another generation.
         (self.directory / _ANN_META).unlink(missing_ok=True)
-        tmp_index = self.directory / (_ANN_NAME + ".tmp")
+        # Per-process temporary names: two writers saving at once must not rename
+        # each other's half-written files.
+        suffix = f".{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp_index = self.directory / (_ANN_NAME + suffix)
         faiss.write_index(self._ann, str(tmp_index))
-        with open(self.directory / (_ANN_ROWIDS + ".tmp"), "wb") as handle:
+        with open(self.directory / (_ANN_ROWIDS + suffix), "wb") as handle:
             np.save(handle, rowids)
         os.replace(tmp_index, self.directory / _ANN_NAME)
-        os.replace(self.directory / (_ANN_ROWIDS + ".tmp"), self.directory / _ANN_ROWIDS)
-        tmp_meta = self.directory / (_ANN_META + ".tmp")
+        os.replace(self.directory / (_ANN_ROWIDS + suffix), self.directory / _ANN_ROWIDS)
+        tmp_meta = self.directory / (_ANN_META + suffix)
         tmp_meta.write_text(json.dumps({"generation": self._generation}))
         os.replace(tmp_meta, self.directory / _ANN_META)
 
