@@ -617,8 +617,8 @@ class LocalIndex:
         last = -1
         while True:
             rows = self._db().execute(
-                "SELECT rowid, id, title, image, attributes FROM products WHERE rowid > ? "
-                "ORDER BY rowid LIMIT ?", (last, page)).fetchall()
+                "SELECT rowid, id, title, image, attributes, images, description FROM products "
+                "WHERE rowid > ? ORDER BY rowid LIMIT ?", (last, page)).fetchall()
             if not rows:
                 return
             for rowid, *fields in rows:
