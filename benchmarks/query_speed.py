@@ -9,9 +9,11 @@ compute cost; rankings are meaningless, which this benchmark does not need):
    ranking of the catalog against torch's, for text queries.
 2. Latency through `clipsearch serve`, one client, every query new (so no
    cache hit): the torch path of today (`--runtime torch --threads 1`, no
-   cache, no micro-batching) and the default fast path (ONNX Runtime, query
-   cache, micro-batching), started one after the other in the same run.
+   cache, no micro-batching) and the defaults (ONNX Runtime with one
+   non-spinning thread per core, query cache, micro-batching), started one
+   after the other in the same run.
 3. A repeated text query on the fast server (a cache hit), through HTTP.
+4. The defaults with `--quantize int8` (stderr details only).
 
     .venv/bin/python -m benchmarks.query_speed --json
 
@@ -42,7 +44,8 @@ WORDS = ["red", "blue", "green", "black", "white", "leather", "cotton", "wooden"
          "chair", "lamp", "table", "mug", "sofa", "watch", "hat", "jacket"]
 TORCH_TODAY = (["--runtime", "torch", "--threads", "1"],
                ["--no-query-cache", "--no-micro-batching"])
-FAST = (["--runtime", "onnx", "--threads", "1"], [])
+FAST = ([], [])  # the defaults: ONNX Runtime, threads auto, query cache, micro-batching
+INT8 = (["--quantize", "int8"], [])  # the defaults with int8 towers
 
 
 def unique_texts(count: int, seed: int = 0) -> list[str]:
@@ -179,6 +182,7 @@ def main() -> int:
     torch_times = serve_and_measure(model_dir, data_dir, workdir, TORCH_TODAY, texts, images)
     fast_times = serve_and_measure(model_dir, data_dir, workdir, FAST, texts, images,
                                    repeat_text="red leather boot", repeats=args.requests)
+    int8_times = serve_and_measure(model_dir, data_dir, workdir, INT8, texts, images)
     summary = {
         "torch_text_p50_ms": p50(torch_times["text"]),
         "fast_text_p50_ms": p50(fast_times["text"]),
@@ -192,6 +196,10 @@ def main() -> int:
         "quality": table,
         "text_speedup": round(summary["torch_text_p50_ms"] / summary["fast_text_p50_ms"], 2),
         "image_speedup": round(summary["torch_image_p50_ms"] / summary["fast_image_p50_ms"], 2),
+        "int8_text_p50_ms": p50(int8_times["text"]),
+        "int8_image_p50_ms": p50(int8_times["image"]),
+        "int8_text_speedup": round(summary["torch_text_p50_ms"] / p50(int8_times["text"]), 2),
+        "int8_image_speedup": round(summary["torch_image_p50_ms"] / p50(int8_times["image"]), 2),
         "requests_per_kind": args.requests,
         "seconds": round(time.perf_counter() - started, 1),
         "load_average_before_after": [round(load_before[0], 1),

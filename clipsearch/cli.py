@@ -58,11 +58,10 @@ def _settings_parser() -> argparse.ArgumentParser:
     parser.add_argument("--alias", default=os.environ.get("CLIPSEARCH_OPENSEARCH_ALIAS",
                                                           "products"),
                         help="OpenSearch alias the products live behind (default products)")
-    parser.add_argument("--threads", type=int, default=settings.threads,
-                        help="CPU threads per forward pass, torch and ONNX Runtime alike; "
-                        "0 = one per core (env CLIPSEARCH_THREADS; default "
-                        f"{config.DEFAULT_THREADS}, measured best on a busy box: see "
-                        "docs/benchmarks.md)")
+    parser.add_argument("--threads", default=settings.threads, metavar="N|auto",
+                        help="CPU threads per forward pass; 0 = one per core; auto = 1 for "
+                        "torch, one per core for ONNX Runtime, measured best on a busy box "
+                        "(env CLIPSEARCH_THREADS; default auto; see docs/benchmarks.md)")
     parser.add_argument("--runtime", choices=config.RUNTIMES, default=settings.runtime,
                         help="runs the model's towers: onnx (ONNX Runtime, faster on a CPU; "
                         "exported once, cached beside the model), torch, or auto = onnx when "
@@ -226,9 +225,9 @@ def _open_encoder(args: argparse.Namespace, model: str):
         raise ConfigurationError(f"cannot load model: {problem}. Pass --model with a local "
                                  "directory, or run `clipsearch model random DIR` for an "
                                  "offline stand-in")
-    threads = apply_torch_threads(args.threads)
+    apply_torch_threads(args.threads)
     return with_runtime(load_encoder(model, prompt_template=args.prompt_template), args.runtime,
-                        quantize=args.quantize, threads=threads)
+                        quantize=args.quantize, threads=args.threads)
 
 
 def _service(args: argparse.Namespace, model: str | None = None, *, query_cache=None,

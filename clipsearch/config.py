@@ -87,10 +87,12 @@ FILTER_EXACT_FRACTION = 0.2
 DEFAULT_QUERY_CACHE_ENTRIES = 10_000
 DEFAULT_QUERY_CACHE_MB = 32
 
-# CPU threads per forward pass (torch and ONNX Runtime), CLIPSEARCH_THREADS or
-# --threads; 0 means one per core. 1, because on a busy 2-core box two threads
-# made the encoder 5-15x slower (docs/benchmarks.md, "Threads").
-DEFAULT_THREADS = 1
+# CPU threads per forward pass, CLIPSEARCH_THREADS or --threads: a number
+# (0 = one per core) or "auto" = 1 for torch (two spinning torch threads made
+# the encoder 5-15x slower on a busy 2-core box) and one per core for ONNX
+# Runtime (non-spinning workers; see clipsearch/encoders/threads.py and
+# docs/benchmarks.md, "Threads" and "Query speed on a CPU").
+DEFAULT_THREADS = "auto"
 
 # Runtime for the local encoder's towers: "onnx" (ONNX Runtime, the faster on
 # a CPU: docs/benchmarks.md, "Query speed"), "torch", or "auto" = onnx when the
@@ -134,8 +136,7 @@ class Settings:
                                          str(DEFAULT_HNSW_EF_SEARCH)))
     )
     batch_size: int = field(default_factory=lambda: int(_env("CLIPSEARCH_BATCH_SIZE", "32")))
-    threads: int = field(default_factory=lambda: int(
-        _env("CLIPSEARCH_THREADS", str(DEFAULT_THREADS))))
+    threads: str = field(default_factory=lambda: _env("CLIPSEARCH_THREADS", DEFAULT_THREADS))
     runtime: str = field(default_factory=lambda: _env("CLIPSEARCH_RUNTIME", DEFAULT_RUNTIME))
     quantize: str = field(default_factory=lambda: _env("CLIPSEARCH_QUANTIZE", DEFAULT_QUANTIZE))
     max_batch: int = field(default_factory=lambda: int(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -54,6 +55,38 @@ def test_concurrent_texts_share_passes_and_equal_one_by_one(encoder):
     np.testing.assert_allclose(np.stack(answers), alone, atol=TOLERANCE)
     assert batching.texts.items == len(TEXTS)
     assert batching.texts.passes < len(TEXTS)  # grouped, not one pass each
+
+
+def test_a_lone_request_does_not_wait_for_company(encoder):
+    """The wait is for requests already on their way; a quiet server adds no latency."""
+    batching = MicroBatchingEncoder(encoder, max_wait_ms=5000)
+    batching.encode_texts(["warm up"])
+    started = time.perf_counter()
+    batching.encode_texts(["red shoe"])
+    batching.encode_images([png_bytes((10, 20, 30))])
+    assert time.perf_counter() - started < 2.5  # two 5 s waits would be 10 s
+    assert batching.texts.passes == 2 and batching.images.passes == 1
+
+
+def test_a_request_on_its_way_is_waited_for(encoder):
+    """A caller still decoding its image joins the pass that a queued request starts."""
+    batching = MicroBatchingEncoder(encoder, max_wait_ms=3000)
+    decoding = threading.Event()
+    inner_preprocess = encoder.preprocess_images
+
+    def slow_preprocess(images):
+        decoding.set()
+        time.sleep(0.5)  # the first caller is still decoding when the second is queued
+        return inner_preprocess(images)
+
+    with ThreadPoolExecutor(2) as pool, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(encoder, "preprocess_images", slow_preprocess)
+        slow = pool.submit(batching.encode_images, [png_bytes((200, 10, 10))])
+        decoding.wait(5)
+        patch.setattr(encoder, "preprocess_images", inner_preprocess)
+        fast = pool.submit(batching.encode_images, [png_bytes((10, 200, 10))])
+        fast.result(30), slow.result(30)
+    assert batching.images.passes == 1 and batching.images.items == 2
 
 
 def test_batches_never_exceed_max_batch(encoder):

@@ -18,6 +18,7 @@ from clipsearch.encoders.onnx import (
     onnx_available,
     with_runtime,
 )
+from clipsearch.encoders.threads import resolve_threads
 from clipsearch.errors import ConfigurationError, InvalidImageError
 from tests.conftest import png_bytes
 from tests.test_batching import TEXTS, concurrently
@@ -65,9 +66,18 @@ def test_same_errors_as_torch(onnx_encoder):
     assert onnx_encoder.encode_texts([]).shape == (0, onnx_encoder.dimension)
 
 
-def test_one_thread_by_default_and_no_spinning(onnx_encoder, encoder):
-    assert onnx_encoder.text_session.get_session_options().intra_op_num_threads == 1
-    assert OnnxEncoder(encoder, threads=2).threads == 2
+def test_one_thread_per_core_by_default_and_no_spinning(onnx_encoder, encoder, monkeypatch):
+    """ONNX Runtime's non-spinning workers take every core; torch keeps one (threads.py)."""
+    cores = os.cpu_count() or 1
+    options = onnx_encoder.text_session.get_session_options()
+    assert options.intra_op_num_threads == cores
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert OnnxEncoder(encoder, threads=1).threads == 1
+    assert OnnxEncoder(encoder, threads="3").threads == 3
+    assert resolve_threads("auto", "torch") == 1 and resolve_threads(0, "torch") == cores
+    for bad in ("many", -1):
+        with pytest.raises(ConfigurationError, match="threads must be"):
+            resolve_threads(bad, "onnx")
 
 
 def test_export_is_cached_beside_the_model_and_keyed_by_its_files(encoder, onnx_encoder,

@@ -6,8 +6,12 @@ less than 8 times the time of one. `MicroBatchingEncoder` wraps a local
 encoder; each kind of input (texts, images) has one worker thread that takes
 every request waiting in its queue, up to `max_batch` items, and runs them as
 one batch. Requests that arrive while a pass runs are batched without any
-wait; a request that finds the worker idle waits at most `max_wait_ms` for
-company. Texts and images go separately, since they run different towers.
+wait. The worker waits (at most `max_wait_ms`) only for requests it knows
+are coming: ones that entered the encoder but are still being validated or
+decoded. A lone request therefore never waits, which matters on a quiet
+server, where a fixed wait was pure added latency (docs/benchmarks.md,
+"Query speed on a CPU"). Texts and images go separately, since they run
+different towers.
 
 What stays per request: validation and image decoding happen on the caller's
 thread before queueing, so one bad input fails its own request alone, with
@@ -21,8 +25,9 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -75,14 +80,36 @@ class _Batcher:
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.queue: queue.Queue[_Job] = queue.Queue()
+        self._arriving = 0  # callers validating or decoding, not queued yet
+        self._arriving_lock = threading.Lock()
+        self._local = threading.local()
         self.passes = 0  # forward passes run; tests and benchmarks read it
         self.items = 0
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
+    @contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Counts the caller as on its way (validating or decoding) until it is queued."""
+        self._add_arriving(1)
+        self._local.arriving = True
+        try:
+            yield
+        finally:
+            if self._local.arriving:  # failed before `submit`: it will never come
+                self._local.arriving = False
+                self._add_arriving(-1)
+
+    def _add_arriving(self, delta: int) -> None:
+        with self._arriving_lock:
+            self._arriving += delta
+
     def submit(self, items: Any, size: int) -> np.ndarray:
         job = _Job(items, size)
         self.queue.put(job)
+        if getattr(self._local, "arriving", False):
+            self._local.arriving = False
+            self._add_arriving(-1)
         return job.future.result()
 
     def _collect(self) -> list[_Job]:
@@ -94,8 +121,8 @@ class _Batcher:
                 job = self.queue.get_nowait()
             except queue.Empty:
                 remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
+                if remaining <= 0 or self._arriving == 0:
+                    break  # nobody else is on the way: do not wait for company
                 try:
                     job = self.queue.get(timeout=remaining)
                 except queue.Empty:
@@ -141,7 +168,8 @@ class MicroBatchingEncoder(EncoderWrapper):
         check_texts(texts)  # a bad text fails its own request, before queueing
         if not apply_template:  # rare (raw prompts); not worth a queue of its own
             return self.inner.encode_texts(texts, apply_template=False)
-        return self.texts.submit(list(texts), len(texts))
+        with self.texts.arriving():
+            return self.texts.submit(list(texts), len(texts))
 
     def encode_images(self, images: Sequence[bytes | Image.Image]) -> np.ndarray:
         import numpy as np
@@ -149,4 +177,5 @@ class MicroBatchingEncoder(EncoderWrapper):
         if not images:
             return np.zeros((0, self.dimension), dtype=np.float32)
         # Decoding runs here, on the request's thread: a bad image fails alone.
-        return self.images.submit(self.inner.preprocess_images(images), len(images))
+        with self.images.arriving():
+            return self.images.submit(self.inner.preprocess_images(images), len(images))

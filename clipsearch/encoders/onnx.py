@@ -73,7 +73,8 @@ def onnx_available() -> bool:
 
 
 def with_runtime(encoder: Any, runtime: str = config.DEFAULT_RUNTIME, *,
-                 quantize: str = config.DEFAULT_QUANTIZE, threads: int = 1) -> Any:
+                 quantize: str = config.DEFAULT_QUANTIZE,
+                 threads: str | int | None = config.DEFAULT_THREADS) -> Any:
     """`encoder` (a torch tower encoder) on the requested runtime.
 
     "auto" takes ONNX Runtime when it is installed and the model is on the
@@ -226,7 +227,8 @@ def _quantize(directory: Path) -> None:
 class OnnxEncoder(EncoderWrapper):
     """`source`'s tokenizer and preprocessing, its towers on ONNX Runtime (CPU)."""
 
-    def __init__(self, source: Any, *, quantize: str = "none", threads: int = 1,
+    def __init__(self, source: Any, *, quantize: str = "none",
+                 threads: str | int | None = config.DEFAULT_THREADS,
                  family: str | None = None, verify_int8: bool = True) -> None:
         """`verify_int8=False` skips the quality gate (benchmarks measure it themselves)."""
         if quantize not in config.QUANTIZATIONS:
@@ -237,7 +239,7 @@ class OnnxEncoder(EncoderWrapper):
                                      "pip install 'clipsearch[onnx]'")
         self.inner = self.source = source
         self.quantize = quantize
-        self.threads = resolve_threads(threads)
+        self.threads = resolve_threads(threads, "onnx")
         self.batch_size = source.batch_size
         family = family or type(source).__name__
         self.directory = export_dir(source.model_id, family)
