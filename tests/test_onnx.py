@@ -114,6 +114,8 @@ def test_a_model_that_changed_is_exported_anew(tmp_path):
     source = ClipEncoder(str(tmp_path / "m"))
     second = OnnxEncoder(source)
     assert second.directory != first.directory
+    assert not first.directory.exists()  # the stale export's hundreds of MB are freed
+    assert [d.name for d in second.directory.parent.iterdir()] == [second.directory.name]
     np.testing.assert_allclose(second.encode_texts(["red shoe"]),
                                source.encode_texts(["red shoe"]), atol=TOLERANCE)
     assert not np.allclose(second.encode_texts(["red shoe"]), before, atol=1e-3)

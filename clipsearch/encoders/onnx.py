@@ -35,6 +35,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
@@ -281,6 +282,26 @@ class OnnxEncoder(EncoderWrapper):
             for file in scratch.iterdir():
                 file.unlink()
             scratch.rmdir()
+            return
+        self._remove_stale_exports()
+
+    def _remove_stale_exports(self) -> None:
+        """Delete this model's exports for files it no longer has (hundreds of MB each).
+
+        Safe while another process still runs an old export: ONNX Runtime
+        reads the file whole when it opens a session, and unlinking an open
+        file leaves it readable to that process.
+        """
+        name = self.directory.name
+        prefix = name[: -len(name.rsplit("-", 1)[-1])] if "-" in name else ""
+        for sibling in self.directory.parent.iterdir():
+            key = sibling.name[len(prefix):]
+            if (sibling == self.directory or not sibling.is_dir()
+                    or not sibling.name.startswith(prefix) or len(key) != 16
+                    or any(c not in "0123456789abcdef" for c in key)):
+                continue
+            log.info("removing the stale ONNX export %s", sibling)
+            shutil.rmtree(sibling, ignore_errors=True)
 
     def _session(self, path: Path):
         import onnxruntime as ort
