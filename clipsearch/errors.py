@@ -83,6 +83,16 @@ class ServiceUnavailableError(ClipsearchError):
         self.retry_after = retry_after
 
 
+class OutOfTimeError(ServiceUnavailableError):
+    """The invocation's deadline came before this work could start or finish.
+
+    A kind of unavailability (retrying later helps), named apart so logs and
+    reports say why: the work was left for a redelivery, nothing was wrong with it.
+    """
+
+    code = "out_of_time"
+
+
 class ConfigurationError(ClipsearchError):
     """The deployment or local setup is wrong; the user must change something."""
 

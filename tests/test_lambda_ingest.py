@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import pytest
 
+import clipsearch.deadline
 from clipsearch.aws.events import parse_sqs_event, parse_sqs_record
 from clipsearch.aws.s3 import resolve_image_key
 from tests.fault_proxy import FaultProxy
@@ -223,13 +225,17 @@ def test_a_catalog_too_big_for_one_invocation_finishes_over_redeliveries(new_wor
     (message,) = receive_all(world, 1)
     endpoint.requests.clear()
 
-    def remaining() -> int:
-        """100 s left until the second encoder call, then 5 s (less than the margin)."""
+    def clock() -> float:
+        """Real time until the second encoder call, then 82 s later: 18 s of the 100 s
+        are left, enough to write the second chunk but not to start a third (15 s
+        margin + 1 s reserve + 3 s for the shortest encoder call)."""
         calls = sum(r.path.startswith("/endpoints/") for r in endpoint.requests)
-        return 100_000 if calls < 2 else 5_000
+        return time.monotonic() + (0.0 if calls < 2 else 82.0)
 
-    response = world.ingest.handler(sqs_event(world, [message]),
-                                    LambdaContext(remaining=remaining))
+    with monkeypatch.context() as patch:
+        patch.setattr(clipsearch.deadline, "clock", clock)
+        response = world.ingest.handler(sqs_event(world, [message]),
+                                        LambdaContext(remaining_ms=100_000))
     assert list(iter_failures(response)) == [message["MessageId"]]
     world.refresh()
     done = index_state(world.opensearch, world.alias)
@@ -241,6 +247,71 @@ def test_a_catalog_too_big_for_one_invocation_finishes_over_redeliveries(new_wor
     assert len(index_state(world.opensearch, world.alias)) == 6
     # The redelivery encoded only what was left.
     assert sum(r.path.startswith("/endpoints/") for r in endpoint.requests) - first_calls == 1
+
+
+# The slow-endpoint run: a 20 s invocation, each encoder call held 3 s by the proxy.
+SLOW_BUDGET_S, SLOW_MARGIN_S, SLOW_DELAY_S, SLOW_IMAGES = 20, 4, 3.0, 6
+
+
+def test_a_slow_endpoint_ends_the_invocation_in_time_failing_exactly_what_is_not_indexed(
+        new_world, endpoint, monkeypatch):
+    """Finding 4 of #12: encoder calls bounded by the time left.
+
+    The arithmetic keeps the outcome's shape independent of the box's load. Each
+    image is its own chunk and encoder call, held SLOW_DELAY_S by the proxy in
+    front of the emulator. Encoder calls may use 20 - 1 (reserve) - 4 (margin)
+    = 15 s, so at most 4 of the 6 can finish even with no overhead at all (the
+    5th would start with at most 3 s, get a 1 s read timeout and be cut), while
+    the first gets an 8 s read timeout for its 3 s answer: load would have to
+    add 5 s to it before nothing is indexed. Every encoder call ends 5 s before
+    the timeout and nothing after the last one waits on the network but a write
+    (itself ending 1 s before), so returning late would take seconds of pure
+    CPU work: the bound asserted is the timeout itself, with no tolerance.
+    """
+    monkeypatch.setenv("CLIPSEARCH_INGEST_ENCODE_BATCH", "1")
+    monkeypatch.setenv("CLIPSEARCH_INGEST_TIME_MARGIN_S", str(SLOW_MARGIN_S))
+    with FaultProxy(endpoint.url) as proxy:
+        world = new_world()
+        monkeypatch.setenv("CLIPSEARCH_SAGEMAKER_ENDPOINT_URL", proxy.url)
+        world.ingest = load_handler("ingest")
+        world.put("catalog/shop.jsonl", jsonl(products(SLOW_IMAGES)))
+        assert not drain(world, world.ingest).failed  # warm: its clients are built
+        for i in range(SLOW_IMAGES):
+            world.put(f"images/p{i}.png", png(COLORS[i], seed=i))
+        batch = receive_all(world, SLOW_IMAGES)
+        product_of = {m["MessageId"]: body_key(m).removeprefix("images%2F").removesuffix(
+            ".png") for m in batch}
+        proxy.delays["/invocations"] = SLOW_DELAY_S
+
+        started = time.monotonic()
+        response = world.ingest.handler(sqs_event(world, batch),
+                                        LambdaContext(remaining_ms=SLOW_BUDGET_S * 1000))
+        elapsed = time.monotonic() - started
+        calls = sum(1 for _, _, path in proxy.recorded if "/invocations" in path)
+        print(f"slow endpoint: returned after {elapsed:.1f} s of {SLOW_BUDGET_S} s, "
+              f"{len(list(iter_failures(response)))} of {SLOW_IMAGES} failed, {calls} calls")
+
+        # Returned before the simulated timeout: every call was bounded.
+        assert elapsed < SLOW_BUDGET_S, f"returned after {elapsed:.1f} s"
+        failed = set(iter_failures(response))
+        world.refresh()
+        indexed = set(index_state(world.opensearch, world.alias))
+        assert indexed <= set(product_of.values())
+        # Exactly the messages whose product is not in the index, read back from the node.
+        assert failed == {mid for mid, pid in product_of.items() if pid not in indexed}
+        assert 1 <= len(indexed) <= 4, f"{len(indexed)} indexed in {elapsed:.1f} s"
+        assert len(failed) == SLOW_IMAGES - len(indexed)
+        # The chunks left when time ran out were never started: fewer calls than images.
+        assert calls < SLOW_IMAGES
+        assert all(doc["vectors"] for doc in index_state(world.opensearch, world.alias).values())
+
+        # Redelivered with time to spare and a fast endpoint, the failed ones are indexed.
+        proxy.delays.clear()
+        redelivered = [m for m in batch if m["MessageId"] in failed]
+        response = world.ingest.handler(sqs_event(world, redelivered), LambdaContext())
+        assert not list(iter_failures(response))
+        world.refresh()
+        assert set(index_state(world.opensearch, world.alias)) == set(product_of.values())
 
 
 def test_bad_catalog_lines_are_skipped_and_reported_the_rest_is_indexed(new_world, capsys):

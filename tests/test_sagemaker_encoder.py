@@ -322,3 +322,28 @@ def test_an_unreachable_endpoint_is_retried_then_unavailable(monkeypatch):
     with pytest.raises(ServiceUnavailableError, match="EndpointConnectionError"):
         remote.encode_texts(["red"])
     assert sleeps == [0.25, 0.5]
+
+
+def test_time_left_cuts_the_call_and_its_retries(endpoint):
+    """The ingest Lambda's bound: with 4.5 s left the call gets connect 2 s + the longest
+    shorter read timeout that fits (2 s); cut there, no retry fits in what is left."""
+    import time
+
+    remote = SageMakerEncoder(endpoint.endpoint_name, endpoint_url=endpoint.url,
+                              region_name="us-east-1", read_timeout=60.0, base_delay=0.01,
+                              time_left=lambda: 4.5)
+    assert remote.min_call_s == 3.0
+    endpoint.inject("delay", times=None, delay=3.0)
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailableError, match="too little time left") as info:
+        remote.encode_images_each(images(1))
+    assert time.monotonic() - started < 4.5
+    assert "ReadTimeoutError" in info.value.message and "after 1 attempt(s)" in info.value.message
+
+
+def test_no_call_starts_with_less_time_left_than_the_shortest_call(endpoint):
+    remote = SageMakerEncoder(endpoint.endpoint_name, endpoint_url=endpoint.url,
+                              region_name="us-east-1", time_left=lambda: 2.5)
+    with pytest.raises(ServiceUnavailableError, match="too little time left"):
+        remote.encode_texts(["lamp"])
+    assert runtime_requests(endpoint) == []

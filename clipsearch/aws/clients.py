@@ -68,17 +68,27 @@ def build_index(settings: LambdaSettings, *, time_left: Callable[[], float] | No
                          timeout=settings.opensearch_timeout)
     if time_left is not None:
         bound_by_time(client, time_left, default_timeout=settings.opensearch_timeout)
-    retry_throttled(client)
+        # streaming_bulk's own retries of documents answered 429 sleep with
+        # time.sleep, blind to any deadline: off here. A whole request answered
+        # 429 is still retried (below, within the time left); a document
+        # rejected alone fails its product, and SQS redelivers its message.
+        kwargs.setdefault("max_retries", 0)
+    retry_throttled(client, time_left=time_left)
     return OpenSearchIndex(client, alias=settings.index_alias,
                            replicas=settings.index_replicas, **kwargs)
 
 
 def retry_throttled(client: Any, *, attempts: int = 4, base_delay: float = 0.1,
                     max_delay: float = 2.0, sleep: Callable[[float], None] = time.sleep,
-                    jitter: Callable[[], float] = random.random) -> Any:
+                    jitter: Callable[[], float] = random.random,
+                    time_left: Callable[[], float] | None = None,
+                    minimum: float = 0.5) -> Any:
     """Make every request of `client` retry HTTP 429 with backoff (see module docstring).
 
-    Wraps this one client's transport in place; other clients are untouched.
+    With `time_left`, a wait that would leave less than `minimum` seconds for
+    the retry is not taken: the 429 is raised instead, so no back-off sleeps
+    past a deadline. Wraps this one client's transport in place; other
+    clients are untouched.
     """
     from opensearchpy.exceptions import TransportError
 
@@ -93,6 +103,8 @@ def retry_throttled(client: Any, *, attempts: int = 4, base_delay: float = 0.1,
                 if exc.status_code != 429 or attempt == attempts:
                     raise
                 delay = max(0.01, jitter() * min(max_delay, base_delay * 2 ** (attempt - 1)))
+                if time_left is not None and time_left() - delay < minimum:
+                    raise
                 log.info("OpenSearch answered 429 to %s %s (attempt %d); retrying in %.2f s",
                          method, url, attempt, delay)
                 sleep(delay)

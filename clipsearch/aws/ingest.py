@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,9 +45,17 @@ from clipsearch import config
 from clipsearch.aws.catalog_store import CatalogRecord, CatalogStore
 from clipsearch.aws.events import Message
 from clipsearch.aws.s3 import Bucket, resolve_image_key, s3_uri
+from clipsearch.aws.settings import LambdaSettings
 from clipsearch.catalog import Product, RecordError, iter_jsonl
-from clipsearch.errors import ClipsearchError, ConfigurationError, ServiceUnavailableError
+from clipsearch.deadline import MIN_CALL_S, Deadline
+from clipsearch.errors import (
+    ClipsearchError,
+    ConfigurationError,
+    OutOfTimeError,
+    ServiceUnavailableError,
+)
 from clipsearch.index import IndexRecord
+from clipsearch.index.opensearch import _unavailable_on_transport_errors
 
 log = logging.getLogger(__name__)
 
@@ -152,9 +160,10 @@ class Ingestor:
         catalog_prefix: str,
         encode_batch: int = 16,
         fetch_workers: int = 8,
-        remaining_s: Callable[[], float] = lambda: math.inf,
         time_margin: float = 15.0,
     ) -> None:
+        """`time_margin`: seconds kept back from every call that something must follow
+        (an encoder call, an S3 read); see `clipsearch.deadline`."""
         self.bucket = bucket
         self.index = index
         self.catalog = catalog
@@ -163,8 +172,10 @@ class Ingestor:
         self.catalog_prefix = catalog_prefix
         self.encode_batch = max(1, encode_batch)
         self.fetch_workers = fetch_workers
-        self.remaining_s = remaining_s
         self.time_margin = time_margin
+        # The current invocation's deadline (set by `process`); the clients' time
+        # limits read it too (see `build_ingestor`).
+        self.deadline = Deadline.unbounded()
         self._index_ready = False
         # Per batch (reset by `process`): what became of each product sent to encoding.
         self._failed_ids: dict[str, str] = {}
@@ -173,7 +184,13 @@ class Ingestor:
 
     # ------------------------------------------------------------------ batch
 
-    def process(self, messages: Sequence[Message]) -> BatchOutcome:
+    def process(self, messages: Sequence[Message],
+                deadline: Deadline | None = None) -> BatchOutcome:
+        """One batch. With a `deadline`, no unit of work (a catalog file, the image
+        reads, a chunk to encode, each S3 read, encoder call and OpenSearch request)
+        starts unless it fits, calls are cut to the time left, and what is not done
+        fails its messages (to be redelivered); none is dropped, none done is failed."""
+        self.deadline = (deadline or Deadline.unbounded()).with_margin(self.time_margin)
         stats = IngestStats(messages=len(messages))
         message_errors: dict[str, str] = {}
         catalog_keys: list[str] = []
@@ -220,13 +237,19 @@ class Ingestor:
         tallies: list[CatalogTally] = []
         for key in catalog_keys:
             tally = CatalogTally(key)
+            if not self._may_start():
+                key_errors[key] = self._out_of_time(f"catalog {key} was not started")
+                continue
             try:
                 self._catalog(key, pending, stats, tally)
                 tallies.append(tally)
             except ClipsearchError as exc:
                 key_errors[key] = exc.message
                 log.error("catalog %s failed: %s", key, exc.message)
-        if image_keys:
+        if image_keys and not self._may_start():
+            for key in image_keys:
+                key_errors[key] = self._out_of_time(f"image {key} was not read")
+        elif image_keys:
             try:
                 self._images(image_keys, pending, fetched, key_errors, stats)
             except ClipsearchError as exc:
@@ -268,7 +291,9 @@ class Ingestor:
     def _catalog(self, key: str, pending: dict[str, _Pending], stats: IngestStats,
                  tally: CatalogTally) -> None:
         stats.catalogs += 1
-        data = self.bucket.get(key, max_bytes=CATALOG_MAX_BYTES)
+        (data,) = self._fetch([key], max_bytes=CATALOG_MAX_BYTES)
+        if isinstance(data, ClipsearchError):
+            raise data
         if data is None:
             gone = [r.product.id for r in self.catalog.by_source(key)]
             stats.products_deleted += self.index.delete(gone) if gone else 0
@@ -357,6 +382,7 @@ class Ingestor:
             by_id[item.id] = CatalogRecord(product, ref.key, key, number)
         return list(by_id.values()), sorted(errors, key=lambda e: e.line or 0)
 
+    @_unavailable_on_transport_errors
     def _indexed(self, ids: Sequence[str]
                  ) -> dict[str, tuple[Product, dict[str, np.ndarray]]]:
         """Products (and their vectors by key) already in the index, for the
@@ -406,17 +432,49 @@ class Ingestor:
                 entry = pending.setdefault(record.product.id, _Pending(record))
                 entry.owners.add(key)
 
-    def _fetch(self, keys: Sequence[str]) -> list[bytes | ClipsearchError | None]:
+    def _fetch(self, keys: Sequence[str], *, max_bytes: int = config.MAX_IMAGE_BYTES
+               ) -> list[bytes | ClipsearchError | None]:
+        """Read `keys` in parallel, each within the time a call with a follow-up may take.
+
+        botocore's timeouts bound each socket operation, not a whole read with its
+        retries and back-off, so the reads run in threads and are waited for only
+        until the deadline allows: a read still running then fails its key (its
+        thread finishes or times out on its own; its result is dropped).
+        """
         def one(key: str) -> bytes | ClipsearchError | None:
             try:
-                return self.bucket.get(key, max_bytes=config.MAX_IMAGE_BYTES)
+                return self.bucket.get(key, max_bytes=max_bytes)
             except ClipsearchError as exc:
                 return exc
 
-        if len(keys) <= 1:
-            return [one(k) for k in keys]
-        with ThreadPoolExecutor(max_workers=min(self.fetch_workers, len(keys))) as pool:
-            return list(pool.map(one, keys))
+        if not keys:
+            return []
+        limit = self.deadline.timeout(math.inf)
+        if limit < MIN_CALL_S:
+            return [OutOfTimeError(self._out_of_time(f"s3://{self.bucket.name}/{k} was not "
+                                                     "read")) for k in keys]
+        pool = ThreadPoolExecutor(max_workers=min(self.fetch_workers, len(keys)))
+        try:
+            futures: list[Future[bytes | ClipsearchError | None]] = [
+                pool.submit(one, key) for key in keys]
+            wait(futures, timeout=None if math.isinf(limit) else limit)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        return [future.result() if future.done() and not future.cancelled()
+                else OutOfTimeError(self._out_of_time(
+                    f"reading s3://{self.bucket.name}/{key} did not finish"))
+                for key, future in zip(keys, futures, strict=True)]
+
+    # ------------------------------------------------------------------ time
+
+    def _may_start(self) -> bool:
+        """Whether a unit of work may start: the time a call with a follow-up may take
+        still covers the shortest encoder call."""
+        return self.deadline.allows(getattr(self.encoder, "min_call_s", MIN_CALL_S))
+
+    def _out_of_time(self, what: str) -> str:
+        return (f"{what}: the invocation's time ran out ({self.deadline.describe()}); "
+                "it is done on redelivery")
 
     # ------------------------------------------------------------------ encoding
 
@@ -429,56 +487,71 @@ class Ingestor:
 
         def fail(entries: Iterable[_Pending], reason: str) -> None:
             for entry in entries:
+                pid = entry.record.product.id
+                if pid in self._failed_ids or pid in self._indexed_ids \
+                        or pid in self._waiting_ids:
+                    continue  # settled already: failed once, or done
                 stats.products_failed += 1
-                self._failed_ids.setdefault(entry.record.product.id, reason)
+                self._failed_ids[pid] = reason
                 for owner in entry.owners:
-                    key_errors.setdefault(owner, f"product {entry.record.product.id}: {reason}")
+                    key_errors.setdefault(owner, f"product {pid}: {reason}")
 
         images = list(by_image)
         stop: str | None = None
         for start in range(0, len(images), self.encode_batch):
             chunk = images[start:start + self.encode_batch]
             entries = [e for image in chunk for e in by_image[image]]
-            if stop is None and self.remaining_s() < self.time_margin:
-                stop = (f"time budget spent with {len(images) - start} image(s) left; "
-                        "the rest is done on redelivery")
+            if stop is None and not self._may_start():
+                stop = self._out_of_time(f"{len(images) - start} image(s) were not encoded")
             if stop is not None:
                 fail(entries, stop)
                 continue
-            missing = [k for k in chunk if k not in fetched]
-            for key, result in zip(missing, self._fetch(missing), strict=True):
-                if isinstance(result, ClipsearchError):
-                    fail(by_image[key], result.message)
-                    fetched[key] = None
-                    by_image[key] = []
-                else:
-                    fetched[key] = result
-            absent = [k for k in chunk if fetched.get(k) is None and by_image[k]]
-            if absent:
-                waiting = [e.record.product.id for k in absent for e in by_image[k]]
-                stats.products_waiting += len(waiting)
-                self._waiting_ids.update(waiting)
-                stats.products_deleted += self.index.delete(waiting)
-            ready = [k for k in chunk if fetched.get(k) is not None]
-            if not ready:
-                continue
             try:
-                vectors = self.encoder.encode_images_each([fetched[k] for k in ready])
+                self._chunk(chunk, by_image, pending, fetched, fail, stats)
             except (ServiceUnavailableError, ConfigurationError) as exc:
+                # Unavailable after retries, cut by the deadline, or misconfigured:
+                # the next chunks would fare no better in this invocation.
                 stop = exc.message
                 fail(entries, stop)
-                continue
             except ClipsearchError as exc:
                 fail(entries, exc.message)
+
+    def _chunk(self, chunk: list[str], by_image: dict[str, list[_Pending]],
+               pending: dict[str, _Pending], fetched: dict[str, bytes | None],
+               fail: Callable[[Iterable[_Pending], str], None], stats: IngestStats) -> None:
+        """Read (what is not read yet), encode and write one chunk of images.
+
+        Raises what should stop the batch's encoding (time out, endpoint
+        unavailable); the caller fails the chunk's products not settled yet.
+        """
+        missing = [k for k in chunk if k not in fetched]
+        for key, result in zip(missing, self._fetch(missing), strict=True):
+            if isinstance(result, OutOfTimeError):
+                raise result
+            if isinstance(result, ClipsearchError):
+                fail(by_image[key], result.message)
+                fetched[key] = None
+                by_image[key] = []
+            else:
+                fetched[key] = result
+        absent = [k for k in chunk if fetched.get(k) is None and by_image[k]]
+        if absent:
+            waiting = [e.record.product.id for k in absent for e in by_image[k]]
+            stats.products_deleted += self.index.delete(waiting)
+            stats.products_waiting += len(waiting)
+            self._waiting_ids.update(waiting)
+        ready = [k for k in chunk if fetched.get(k) is not None]
+        if not ready:
+            return
+        vectors = self.encoder.encode_images_each([fetched[k] for k in ready])
+        records: list[IndexRecord] = []
+        for key, vector in zip(ready, vectors, strict=True):
+            if isinstance(vector, ClipsearchError):
+                fail(by_image[key], f"image {key}: {vector.message}")
                 continue
-            records: list[IndexRecord] = []
-            for key, vector in zip(ready, vectors, strict=True):
-                if isinstance(vector, ClipsearchError):
-                    fail(by_image[key], f"image {key}: {vector.message}")
-                    continue
-                stats.images_encoded += 1
-                records.extend(IndexRecord(e.record.product, vector) for e in by_image[key])
-            self._write(records, pending, fail, stats)
+            stats.images_encoded += 1
+            records.extend(IndexRecord(e.record.product, vector) for e in by_image[key])
+        self._write(records, pending, fail, stats)
 
     def _write(self, records: list[IndexRecord], pending: dict[str, _Pending],
                fail: Callable[[Iterable[_Pending], str], None], stats: IngestStats) -> None:
@@ -508,6 +581,41 @@ class Ingestor:
             first = failures[0]
             raise _IndexWriteError(f"{what} rejected {len(failures)} record(s), first "
                                    f"{first.id}: {first.reason}")
+
+
+def build_ingestor(settings: LambdaSettings, deadline: Deadline) -> Ingestor:
+    """The ingest Lambda's ingestor, its clients bound by the current invocation's deadline.
+
+    Built once per container, within the first invocation's `deadline`. Every
+    OpenSearch request (with the transport's retries and 429 back-off) then ends
+    within the current deadline's `request_time()`, and every encoder call (its
+    read timeout, retries and back-off) within its `work_time()`, which leaves
+    the margin for writing what the call encoded.
+    """
+    from clipsearch.aws.clients import build_encoder, build_index, s3_client
+
+    ingestor: Ingestor | None = None
+
+    def current() -> Deadline:  # the invocation's deadline, once the ingestor exists
+        return ingestor.deadline if ingestor is not None else deadline.with_margin(
+            settings.ingest_time_margin)
+
+    index = build_index(settings, time_left=lambda: current().request_time())
+    encoder = build_encoder(settings, dimension=index.dimension,
+                            time_left=lambda: current().work_time())
+    ingestor = Ingestor(
+        bucket=Bucket(s3_client(read_timeout=30.0), settings.bucket,
+                      images_prefix=settings.images_prefix),
+        index=index,
+        catalog=CatalogStore(index.client, settings.index_alias,
+                             replicas=settings.index_replicas),
+        encoder=encoder,
+        images_prefix=settings.images_prefix,
+        catalog_prefix=settings.catalog_prefix,
+        encode_batch=settings.ingest_encode_batch,
+        time_margin=settings.ingest_time_margin,
+    )
+    return ingestor
 
 
 class _IndexWriteError(ClipsearchError):

@@ -166,6 +166,13 @@ class SageMakerEncoder:
                           retries={"total_max_attempts": 1}),
         )
 
+    @property
+    def min_call_s(self) -> float:
+        """The least time one call needs; with less left (`time_left`), none starts."""
+        if self._client_options is None:
+            return MIN_CALL_S
+        return self.connect_timeout + SHORTER_READ_TIMEOUTS[0]
+
     def _client_within(self, seconds: float) -> Any | None:
         """A client whose call (connect + read timeout) ends within `seconds`; None when
         none can. botocore fixes timeouts per client, so shorter ones come from a small

@@ -20,19 +20,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 
-from clipsearch.aws.catalog_store import CatalogStore
-from clipsearch.aws.clients import build_encoder, build_index, s3_client
 from clipsearch.aws.events import parse_sqs_event
-from clipsearch.aws.ingest import BatchOutcome, Ingestor, IngestStats
-from clipsearch.aws.s3 import Bucket
+from clipsearch.aws.ingest import BatchOutcome, Ingestor, IngestStats, build_ingestor
 from clipsearch.aws.settings import INGEST_BUDGET, LambdaSettings
+from clipsearch.deadline import Deadline
 from clipsearch.errors import ClipsearchError
 
 logger = Logger()
@@ -43,60 +40,28 @@ copy_config_to_registered_loggers(source_logger=logger, include={"clipsearch"})
 _ingestor: Ingestor | None = None
 _settings: LambdaSettings | None = None
 _lock = threading.Lock()
-# Seconds a batch may use before leaving the rest of a catalog to redelivery,
-# when no Lambda context says how long is left (local runs, tests).
+# Seconds a batch may use when no Lambda context says how long is left (local runs).
 DEFAULT_BUDGET_S = 120.0
 
 
-# Seconds kept back from every OpenSearch call for answering SQS and flushing metrics.
-RESPONSE_RESERVE_S = 1.0
-# The current invocation's remaining time; the handler points it at the context.
-_remaining_s: Callable[[], float] = lambda: DEFAULT_BUDGET_S  # noqa: E731
-
-
 @tracer.capture_method
-def _build() -> tuple[LambdaSettings, Ingestor]:
+def _build(deadline: Deadline) -> tuple[LambdaSettings, Ingestor]:
     settings = LambdaSettings.from_env(budget=INGEST_BUDGET)
-    # Every call is bounded by the invocation's time left, so the handler always
-    # returns its partial-batch response before Lambda's timeout cuts it off:
-    # OpenSearch calls keep RESPONSE_RESERVE_S back, encoder calls the margin too
-    # (room for writing what they encoded).
-    index = build_index(settings, time_left=lambda: _remaining_s() - RESPONSE_RESERVE_S)
-    encoder = build_encoder(
-        settings, dimension=index.dimension,
-        time_left=lambda: _remaining_s() - settings.ingest_time_margin - RESPONSE_RESERVE_S)
-    ingestor = Ingestor(
-        bucket=Bucket(s3_client(read_timeout=30.0), settings.bucket,
-                      images_prefix=settings.images_prefix),
-        index=index,
-        catalog=CatalogStore(index.client, settings.index_alias,
-                             replicas=settings.index_replicas),
-        encoder=encoder,
-        images_prefix=settings.images_prefix,
-        catalog_prefix=settings.catalog_prefix,
-        encode_batch=settings.ingest_encode_batch,
-        time_margin=settings.ingest_time_margin,
-    )
+    ingestor = build_ingestor(settings, deadline)
     logger.info("ingest runtime ready", extra={"alias": settings.index_alias,
                                                "endpoint": settings.endpoint_name})
     return settings, ingestor
 
 
-def ingestor() -> Ingestor:
-    """The container's ingestor, built on first use; a failed build is retried next time."""
+def ingestor(deadline: Deadline) -> Ingestor:
+    """The container's ingestor, built on first use (within `deadline`); a failed
+    build is retried next time."""
     global _ingestor, _settings
     if _ingestor is None:
         with _lock:
             if _ingestor is None:
-                _settings, _ingestor = _build()
+                _settings, _ingestor = _build(deadline)
     return _ingestor
-
-
-def _remaining(context: Any, started: float) -> Callable[[], float]:
-    get = getattr(context, "get_remaining_time_in_millis", None)
-    if callable(get):
-        return lambda: get() / 1000.0
-    return lambda: DEFAULT_BUDGET_S - (time.monotonic() - started)
 
 
 def _record_metrics(stats: IngestStats, elapsed_ms: float) -> None:
@@ -140,8 +105,11 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 
 def _handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    global _cold_start, _remaining_s
+    global _cold_start
     started = time.monotonic()
+    # Every call from here on ends before the invocation's timeout (see
+    # clipsearch.deadline), so the partial-batch response is always sent.
+    deadline = Deadline.from_context(context, default_s=DEFAULT_BUDGET_S)
     if _cold_start:
         _cold_start = False
         metrics.add_metric("ColdStart", MetricUnit.Count, 1)
@@ -156,10 +124,7 @@ def _handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         metrics.add_metric("MalformedEvents", MetricUnit.Count, 1)
         raise RuntimeError(f"malformed SQS event: {'; '.join(problems)[:500]}")
     try:
-        _remaining_s = _remaining(context, started)
-        worker = ingestor()
-        worker.remaining_s = _remaining_s
-        outcome: BatchOutcome = worker.process(messages)
+        outcome: BatchOutcome = ingestor(deadline).process(messages, deadline)
     except ClipsearchError as exc:
         logger.error("batch failed; every message will be retried",
                      extra={"error": exc.message, "messages": len(messages)})
