@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 
 import pytest
@@ -312,6 +313,40 @@ def test_a_slow_endpoint_ends_the_invocation_in_time_failing_exactly_what_is_not
         assert not list(iter_failures(response))
         world.refresh()
         assert set(index_state(world.opensearch, world.alias)) == set(product_of.values())
+
+
+def test_a_stalled_s3_read_is_given_up_at_the_deadline_and_fails_its_message(new_world,
+                                                                              monkeypatch):
+    """botocore's timeouts bound each socket read, not a whole GetObject with retries: the
+    read is waited for only as long as the deadline allows, then its message fails."""
+    monkeypatch.setenv("CLIPSEARCH_INGEST_TIME_MARGIN_S", "2")
+    world = new_world()
+    world.put("images/p0.png", png(COLORS[0], seed=0))
+    assert not drain(world, world.ingest).failed  # warm: the ingestor is built
+    bucket = world.ingest._ingestor.bucket
+    release = threading.Event()
+    real_get = bucket.get
+
+    def stalled_get(key, **kwargs):
+        if key.startswith("catalog/"):
+            release.wait(60)  # a read that hangs (until the test ends)
+        return real_get(key, **kwargs)
+
+    bucket.get = stalled_get
+    try:
+        world.put("catalog/shop.jsonl", jsonl(products(1)))
+        (message,) = receive_all(world, 1)
+        started = time.monotonic()
+        # 8 s: reads may take 8 - 1 - 2 (margin) = 5 s.
+        response = world.ingest.handler(sqs_event(world, [message]),
+                                        LambdaContext(remaining_ms=8_000))
+        elapsed = time.monotonic() - started
+    finally:
+        bucket.get = real_get
+        release.set()
+    assert list(iter_failures(response)) == [message["MessageId"]]
+    assert 4.5 < elapsed < 8.0, f"returned after {elapsed:.1f} s"
+    assert not world.opensearch.indices.exists_alias(name=world.alias)  # nothing indexed
 
 
 def test_bad_catalog_lines_are_skipped_and_reported_the_rest_is_indexed(new_world, capsys):

@@ -6,6 +6,9 @@ harmless). This module is the Lambda glue:
 
 - the clients (S3, the SageMaker endpoint, OpenSearch), built once per
   container from the stack's environment and reused;
+- the deadline: the context's remaining time, read at entry, bounds every
+  read, call and request after it (`clipsearch.deadline`), so the response
+  below is always sent before Lambda's timeout;
 - the SQS partial-batch response: `batchItemFailures` lists exactly the
   messages that failed (the event source mapping has ReportBatchItemFailures),
   so only those are redelivered and a poison message reaches the DLQ after
