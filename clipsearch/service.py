@@ -48,8 +48,8 @@ from clipsearch.index import (
     Hit,
     IndexRecord,
     VectorIndex,
-    image_vector_key,
     is_image_key,
+    product_vectors,
 )
 from clipsearch.models import public_model_name
 from clipsearch.query_cache import (
@@ -408,9 +408,8 @@ class SearchService:
             title_vectors = self.encoder.encode_texts([p.title for p, _ in ready])
             records = []
             for (product, refs), title_vector in zip(ready, title_vectors, strict=True):
-                vectors = {image_vector_key(ref): next(image_vectors) for ref in refs}
-                vectors[TITLE_KEY] = title_vector
-                records.append(IndexRecord(product, vectors))
+                records.append(IndexRecord(product, product_vectors(
+                    [(ref, next(image_vectors)) for ref in refs], title_vector)))
             result = self.index.upsert(records)
             report.indexed += result.indexed
             report.failed.extend((f.id, f.reason) for f in result.failures)

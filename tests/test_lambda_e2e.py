@@ -148,14 +148,16 @@ def test_text_search_with_filters_returns_only_matching_products(world):
     assert status == 200 and len(by_get["results"]) == 10
 
 
-def test_removing_an_image_removes_its_product_until_it_comes_back(world, demo_products):
+def test_removing_a_products_only_image_keeps_it_found_by_its_title(world, demo_products):
     product = demo_products[9]
     key = f"images/{Path(product.image).name}"
     world.delete(key)  # moto's S3 sends ObjectRemoved:Delete
     report = drain(world, world.ingest)
     assert report.processed == 1 and not report.failed
     status, _, answer = call(world.query, api_event("GET", f"/products/{product.id}"))
-    assert status == 404 and answer["error"] == "not_found"
+    assert status == 200 and answer["image"] is None
+    status, found = search(world, {"text": product.title, "mode": "lexical", "k": 50})
+    assert product.id in [r["id"] for r in found["results"]]
     world.put(key, Path(product.image).read_bytes())
     assert not drain(world, world.ingest).failed
     status, _, answer = call(world.query, api_event("GET", f"/products/{product.id}"))
@@ -174,8 +176,9 @@ def test_a_second_catalog_updates_metadata_without_reencoding_and_its_deletion_u
     before = len(sagemaker_endpoint.requests)
     world.put("catalog/extra.jsonl", jsonl([extra, renamed]))
     assert not drain(world, world.ingest).failed
-    # One image to encode (extra-1); the renamed product kept its vector.
-    assert len(sagemaker_endpoint.requests) - before == 1
+    # One image to encode (extra-1's) and one request for the two new titles; the
+    # renamed product kept its image vector.
+    assert len(sagemaker_endpoint.requests) - before == 2
     status, _, product = call(world.query, api_event("GET", f"/products/{second.id}"))
     assert product["title"] == "Renamed tile"
     status, answer = search(world, {"image": image_b64(first), "k": 2})
@@ -192,6 +195,50 @@ def test_a_second_catalog_updates_metadata_without_reencoding_and_its_deletion_u
     assert not drain(world, world.ingest).failed
     status, _, product = call(world.query, api_event("GET", f"/products/{second.id}"))
     assert status == 200 and product["title"] == second.title
+
+
+def test_multi_image_products_with_titles_answer_hybrid_queries(world):
+    from tests.lambda_support import png
+
+    shots = {name: png(color, seed=seed) for seed, (name, color) in enumerate(
+        [("kilner-front", (200, 40, 40)), ("kilner-side", (40, 200, 40)),
+         ("tumbler-front", (40, 40, 200)), ("tumbler-side", (200, 200, 40))], start=70)}
+    for name, data in shots.items():
+        world.put(f"images/multi/{name}.png", data)
+    records = [{"id": f"{name}-1", "title": title, "description": "glassware for the kitchen",
+                "images": [f"multi/{name}-front.png", f"multi/{name}-side.png"],
+                "attributes": {"color": "clear", "category": "glass", "price": 5.0}}
+               for name, title in (("kilner", "Kilner preserving jar"),
+                                   ("tumbler", "Heavy glass tumbler"))]
+    world.put("catalog/multi.jsonl", jsonl(records))
+    assert not drain(world, world.ingest).failed
+
+    # A rare title word puts its product first in hybrid search, and explain says why.
+    status, answer = search(world, {"text": "kilner", "mode": "hybrid", "k": 5,
+                                    "explain": True})
+    assert status == 200 and answer["mode"] == "hybrid"
+    top = answer["results"][0]
+    assert top["id"] == "kilner-1"
+    assert top["explain"]["signals"]["lexical"]["rank"] == 1
+    assert top["explain"]["signals"]["image"]["vectors"] == 2
+
+    # The second image finds its product first, once.
+    status, answer = search(world, {"image": base64.b64encode(shots["kilner-side"]).decode(),
+                                    "k": 10})
+    ids = [r["id"] for r in answer["results"]]
+    assert ids[0] == "kilner-1" and ids.count("kilner-1") == 1
+
+    # Removing one image's object keeps the product, found by its other image.
+    world.delete("images/multi/kilner-front.png")
+    assert not drain(world, world.ingest).failed
+    status, answer = search(world, {"image": base64.b64encode(shots["kilner-side"]).decode(),
+                                    "k": 3, "explain": True})
+    assert answer["results"][0]["id"] == "kilner-1"
+    assert answer["results"][0]["explain"]["signals"]["image"]["vectors"] == 1
+    status, _, product = call(world.query, api_event("GET", "/products/kilner-1"))
+    assert status == 200 and urlsplit(product["image"]).path.endswith("multi/kilner-side.png")
+    status, answer = search(world, {"text": "kilner", "mode": "hybrid", "k": 1})
+    assert answer["results"][0]["id"] == "kilner-1"
 
 
 # ------------------------------------------------------------------ least privilege

@@ -80,10 +80,23 @@ def body_key(message: dict) -> str:
     return json.loads(message["Body"])["Records"][0]["s3"]["object"]["key"]
 
 
+def images_of(state: dict[str, dict]) -> dict[str, list[str]]:
+    """Product id -> the keys of its image vectors (a title vector is always there)."""
+    out = {}
+    for pid, doc in state.items():
+        keys = [v["key"] for v in doc["vectors"]]
+        assert keys.count("title") == 1, (pid, keys)
+        out[pid] = [k.rsplit("/", 1)[-1] for k in keys if k.startswith("image:")]
+    return out
+
+
 def test_one_corrupt_image_in_a_batch_of_ten(new_world, endpoint):
     world = new_world(max_receive_count=3)
     world.put("catalog/shop.jsonl", jsonl(products(10)))
-    assert not drain(world, world.ingest).failed  # no image yet: nothing to encode
+    # No image yet: each product is indexed by its title meanwhile.
+    assert not drain(world, world.ingest).failed
+    assert images_of(index_state(world.opensearch, world.alias)) == {
+        f"p{i}": [] for i in range(10)}
     for i in range(10):
         data = b"these bytes are not an image" if i == 6 else png(COLORS[i], seed=i)
         world.put(f"images/p{i}.png", data)
@@ -92,8 +105,9 @@ def test_one_corrupt_image_in_a_batch_of_ten(new_world, endpoint):
     corrupt = next(m["MessageId"] for m in batch if body_key(m) == "images%2Fp6.png")
     assert list(iter_failures(response)) == [corrupt]
     world.refresh()
-    state = index_state(world.opensearch, world.alias)
-    assert sorted(state) == sorted(f"p{i}" for i in range(10) if i != 6)
+    # The corrupt image left no vector; p6 stays findable by its title.
+    assert images_of(index_state(world.opensearch, world.alias)) == {
+        f"p{i}": [] if i == 6 else [f"p{i}.png"] for i in range(10)}
     # Redelivered until the redrive policy moves it to the DLQ; reported every time.
     for message in batch:
         if message["MessageId"] == corrupt:
@@ -124,7 +138,9 @@ def test_the_same_batches_delivered_twice_or_reordered_give_the_same_index(new_w
         assert not list(iter_failures(world.ingest.handler(sqs_event(world, batch),
                                                            LambdaContext())))
     first = index_state(world.opensearch, world.alias)
-    assert sorted(first) == sorted([*(f"p{i}" for i in range(5)), "m0", "m1", "m2"])
+    # p5's image was deleted: p5 is there by its title only.
+    assert images_of(first) == {**{f"p{i}": [f"p{i}.png"] for i in range(5)}, "p5": [],
+                                **{f"m{i}": [f"m{i}.png"] for i in range(3)}}
     for batch in reversed(batches):  # redelivered, in the other order
         assert not list(iter_failures(world.ingest.handler(sqs_event(world, batch),
                                                            LambdaContext())))
@@ -139,19 +155,22 @@ def test_a_document_opensearch_rejects_fails_only_its_message(new_world):
     for i in range(3):
         world.put(f"images/p{i}.png", png(COLORS[i], seed=i))
     assert not drain(world, world.ingest).failed  # attributes.price is now a double
-    odd = {"id": "odd", "title": "Priced in words", "image": "odd.png",
-           "attributes": {"price": "cheap"}}
-    world.put("catalog/b.jsonl", jsonl([odd, *products(2, prefix="q")]))
-    assert not drain(world, world.ingest).failed
     world.put("images/odd.png", png(COLORS[5], seed=5))
     world.put("images/q0.png", png(COLORS[6], seed=6))
     world.put("images/q1.png", png(COLORS[7], seed=7))
-    batch = receive_all(world, 3)
+    assert not drain(world, world.ingest).failed  # no catalog uses them yet
+    odd = {"id": "odd", "title": "Priced in words", "image": "odd.png",
+           "attributes": {"price": "cheap"}}
+    world.put("catalog/b.jsonl", jsonl(products(2, prefix="q")))
+    world.put("catalog/c.jsonl", jsonl([odd]))
+    batch = receive_all(world, 2)
     response = world.ingest.handler(sqs_event(world, batch), LambdaContext())
-    odd_message = next(m["MessageId"] for m in batch if body_key(m) == "images%2Fodd.png")
+    odd_message = next(m["MessageId"] for m in batch if body_key(m) == "catalog%2Fc.jsonl")
     assert list(iter_failures(response)) == [odd_message]
     world.refresh()
-    assert sorted(index_state(world.opensearch, world.alias)) == ["p0", "p1", "p2", "q0", "q1"]
+    assert images_of(index_state(world.opensearch, world.alias)) == {
+        **{f"p{i}": [f"p{i}.png"] for i in range(3)},
+        **{f"q{i}": [f"q{i}.png"] for i in range(2)}}
 
 
 def test_poison_messages_are_reported_on_every_delivery_and_end_in_the_dlq(new_world):
@@ -227,11 +246,12 @@ def test_a_catalog_too_big_for_one_invocation_finishes_over_redeliveries(new_wor
     endpoint.requests.clear()
 
     def clock() -> float:
-        """Real time until the second encoder call, then 82 s later: 18 s of the 100 s
+        """Real time until the fourth encoder call, then 82 s later: 18 s of the 100 s
         are left, enough to write the second chunk but not to start a third (15 s
-        margin + 1 s reserve + 3 s for the shortest encoder call)."""
+        margin + 1 s reserve + 3 s for the shortest encoder call). A chunk of two
+        products is two calls: their images, then their titles."""
         calls = sum(r.path.startswith("/endpoints/") for r in endpoint.requests)
-        return time.monotonic() + (0.0 if calls < 2 else 82.0)
+        return time.monotonic() + (0.0 if calls < 4 else 82.0)
 
     with monkeypatch.context() as patch:
         patch.setattr(clipsearch.deadline, "clock", clock)
@@ -246,8 +266,8 @@ def test_a_catalog_too_big_for_one_invocation_finishes_over_redeliveries(new_wor
     assert not list(iter_failures(response))
     world.refresh()
     assert len(index_state(world.opensearch, world.alias)) == 6
-    # The redelivery encoded only what was left.
-    assert sum(r.path.startswith("/endpoints/") for r in endpoint.requests) - first_calls == 1
+    # The redelivery encoded only what was left: two images and two titles.
+    assert sum(r.path.startswith("/endpoints/") for r in endpoint.requests) - first_calls == 2
 
 
 # The slow-endpoint run: a 20 s invocation, each encoder call held 3 s by the proxy.
@@ -276,7 +296,8 @@ def test_a_slow_endpoint_ends_the_invocation_in_time_failing_exactly_what_is_not
         monkeypatch.setenv("CLIPSEARCH_SAGEMAKER_ENDPOINT_URL", proxy.url)
         world.ingest = load_handler("ingest")
         world.put("catalog/shop.jsonl", jsonl(products(SLOW_IMAGES)))
-        assert not drain(world, world.ingest).failed  # warm: its clients are built
+        # Warm (its clients are built); the products are indexed by title meanwhile.
+        assert not drain(world, world.ingest).failed
         for i in range(SLOW_IMAGES):
             world.put(f"images/p{i}.png", png(COLORS[i], seed=i))
         batch = receive_all(world, SLOW_IMAGES)
@@ -296,15 +317,15 @@ def test_a_slow_endpoint_ends_the_invocation_in_time_failing_exactly_what_is_not
         assert elapsed < SLOW_BUDGET_S, f"returned after {elapsed:.1f} s"
         failed = set(iter_failures(response))
         world.refresh()
-        indexed = set(index_state(world.opensearch, world.alias))
-        assert indexed <= set(product_of.values())
-        # Exactly the messages whose product is not in the index, read back from the node.
+        state = images_of(index_state(world.opensearch, world.alias))
+        assert set(state) == set(product_of.values())
+        indexed = {pid for pid, images in state.items() if images}
+        # Exactly the messages whose image is not in the index, read back from the node.
         assert failed == {mid for mid, pid in product_of.items() if pid not in indexed}
         assert 1 <= len(indexed) <= 4, f"{len(indexed)} indexed in {elapsed:.1f} s"
         assert len(failed) == SLOW_IMAGES - len(indexed)
         # The chunks left when time ran out were never started: fewer calls than images.
         assert calls < SLOW_IMAGES
-        assert all(doc["vectors"] for doc in index_state(world.opensearch, world.alias).values())
 
         # Redelivered with time to spare and a fast endpoint, the failed ones are indexed.
         proxy.delays.clear()
@@ -312,7 +333,8 @@ def test_a_slow_endpoint_ends_the_invocation_in_time_failing_exactly_what_is_not
         response = world.ingest.handler(sqs_event(world, redelivered), LambdaContext())
         assert not list(iter_failures(response))
         world.refresh()
-        assert set(index_state(world.opensearch, world.alias)) == set(product_of.values())
+        assert images_of(index_state(world.opensearch, world.alias)) == {
+            pid: [f"{pid}.png"] for pid in product_of.values()}
 
 
 def test_a_stalled_s3_read_is_given_up_at_the_deadline_and_fails_its_message(new_world,
@@ -364,11 +386,13 @@ def test_bad_catalog_lines_are_skipped_and_reported_the_rest_is_indexed(new_worl
     capsys.readouterr()
     report = drain(world, world.ingest)
     assert not report.failed
-    assert sorted(index_state(world.opensearch, world.alias)) == ["p0", "p1", "spaced"]
+    # "web"'s image cannot be read by the Lambda (a URL): it is found by its title.
+    assert images_of(index_state(world.opensearch, world.alias)) == {
+        "p0": ["p0.png"], "p1": ["p1.png"], "spaced": ["red shoe+1.png"], "web": []}
     metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines()
                if line.startswith('{"_aws"')]
     assert sum(m.get("CatalogRecordErrors", [0])[0] for m in metrics) == 4
-    assert sum(m.get("ProductsIndexed", [0])[0] for m in metrics) == 3
+    assert sum(m.get("ProductsIndexed", [0])[0] for m in metrics) == 4
 
 
 
@@ -400,7 +424,68 @@ def test_a_catalog_file_is_accounted_for_product_by_product(new_world, caplog):
     assert set(failed) == {"p5", "web", "line 9"}
     assert "not a readable image" in failed["p5"]
     world.refresh()
-    assert sorted(index_state(world.opensearch, world.alias)) == [f"p{i}" for i in range(5)]
+    # Every product is searchable; those without a usable image by their title and words.
+    assert images_of(index_state(world.opensearch, world.alias)) == {
+        **{f"p{i}": [f"p{i}.png"] for i in range(5)}, "p5": [], "p6": [], "web": []}
+
+
+def test_every_image_is_a_vector_and_a_removed_image_takes_only_its_own(new_world, endpoint):
+    world = new_world()
+    jar = {"id": "jar", "title": "Kilner jar", "description": "A glass preserving jar",
+           "images": ["jar-front.png", "jar-side.png", "jar-top.png"],
+           "attributes": {"price": 4.0}}
+    cup = {"id": "cup", "title": "Cup", "image": "cup.png", "attributes": {"price": 2.0}}
+    world.put("catalog/shop.jsonl", jsonl([jar, cup]))
+    for i, name in enumerate(("jar-front", "jar-side", "cup")):
+        world.put(f"images/{name}.png", png(COLORS[i], seed=i))
+    assert not drain(world, world.ingest).failed
+    state = index_state(world.opensearch, world.alias)
+    assert images_of(state) == {"jar": ["jar-front.png", "jar-side.png"], "cup": ["cup.png"]}
+    uri = f"s3://{world.bucket}/images/"
+    # The document lists the images it has vectors for, main first, and the description.
+    assert state["jar"]["images"] == [uri + "jar-front.png", uri + "jar-side.png"]
+    assert state["jar"]["image"] == uri + "jar-front.png"
+    assert state["jar"]["description"] == "A glass preserving jar"
+
+    # A metadata change re-encodes nothing: every vector is reused.
+    before = len(endpoint.requests)
+    world.put("catalog/shop.jsonl", jsonl([{**jar, "description": "Holds a litre"}, cup]))
+    assert not drain(world, world.ingest).failed
+    assert len(endpoint.requests) == before
+    state = index_state(world.opensearch, world.alias)
+    assert state["jar"]["description"] == "Holds a litre"
+    assert images_of(state)["jar"] == ["jar-front.png", "jar-side.png"]
+
+    world.put("images/jar-top.png", png(COLORS[3], seed=3))
+    assert not drain(world, world.ingest).failed
+    state = index_state(world.opensearch, world.alias)
+    assert images_of(state)["jar"] == ["jar-front.png", "jar-side.png", "jar-top.png"]
+    side = next(v["vector"] for v in state["jar"]["vectors"] if v["key"].endswith("side.png"))
+
+    # New bytes under the same key: that image is encoded again.
+    world.put("images/jar-side.png", png(COLORS[8], seed=8))
+    assert not drain(world, world.ingest).failed
+    state = index_state(world.opensearch, world.alias)
+    assert next(v["vector"] for v in state["jar"]["vectors"]
+                if v["key"].endswith("side.png")) != side
+
+    world.delete("images/jar-front.png")
+    assert not drain(world, world.ingest).failed
+    state = index_state(world.opensearch, world.alias)
+    assert images_of(state) == {"jar": ["jar-side.png", "jar-top.png"], "cup": ["cup.png"]}
+    assert state["jar"]["image"] == uri + "jar-side.png"  # the main image is the first left
+
+    for name in ("jar-side", "jar-top"):
+        world.delete(f"images/{name}.png")
+    assert not drain(world, world.ingest).failed
+    state = index_state(world.opensearch, world.alias)
+    # No image left: still indexed, by its title and words.
+    assert images_of(state) == {"jar": [], "cup": ["cup.png"]}
+    assert state["jar"]["image"] is None and state["jar"]["title"] == "Kilner jar"
+
+    world.put("images/jar-top.png", png(COLORS[3], seed=3))
+    assert not drain(world, world.ingest).failed
+    assert images_of(index_state(world.opensearch, world.alias))["jar"] == ["jar-top.png"]
 
 
 # --------------------------------------------------------------------------- units

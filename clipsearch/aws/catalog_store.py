@@ -10,10 +10,13 @@ The design: every valid record of every `catalog/*.jsonl` file is stored in a
 small plain index next to the product alias, `<alias>-catalog` (for example
 `products-catalog`), one document per product id:
 
-    {"id": ..., "image_key": "images/a.jpg" | null, "source": "catalog/shop.jsonl",
-     "line": 12, "product": {id, title, image, attributes}}
+    {"id": ..., "image_key": ["images/a.jpg", "images/a-back.jpg"], "source":
+     "catalog/shop.jsonl", "line": 12, "product": {id, title, image, images,
+     attributes, description}}
 
-- `image_key` (keyword) answers "which products use this image" with a terms query;
+- `image_key` (keyword, one value per image of the product, main first; a
+  single string in records written before products had several images)
+  answers "which products use this image" with a terms query;
 - `source` (keyword) answers "which products came from this catalog file", for
   deleting products when their catalog file is deleted or no longer lists them;
 - `product` is stored, not indexed (`enabled: false`): no mapping conflicts
@@ -68,23 +71,32 @@ PAGE = 1000
 
 @dataclass(frozen=True)
 class CatalogRecord:
-    """One product as its catalog file declares it, with its image resolved to a key."""
+    """One product as its catalog file declares it, with its images resolved to keys.
+
+    `image_keys` holds the bucket key of each usable image, in the order of
+    `product.images` (whose entries are their `s3://` URIs); images that can
+    never be read (another bucket, a URL) are in neither.
+    """
 
     product: Product
-    image_key: str | None
+    image_keys: tuple[str, ...]
     source: str
     line: int | None = None
 
     def to_source(self) -> dict[str, Any]:
-        return {"id": self.product.id, "image_key": self.image_key, "source": self.source,
-                "line": self.line, "product": self.product.to_dict()}
+        return {"id": self.product.id, "image_key": list(self.image_keys),
+                "source": self.source, "line": self.line, "product": self.product.to_dict()}
 
     @classmethod
     def from_source(cls, doc: dict[str, Any]) -> CatalogRecord:
         raw = doc["product"]
         product = Product(id=raw["id"], title=raw["title"], image=raw.get("image"),
-                          attributes=dict(raw.get("attributes") or {}))
-        return cls(product, doc.get("image_key"), doc["source"], doc.get("line"))
+                          images=tuple(raw.get("images") or ()),
+                          attributes=dict(raw.get("attributes") or {}),
+                          description=raw.get("description"))
+        keys = doc.get("image_key")
+        keys = [keys] if isinstance(keys, str) else list(keys or ())
+        return cls(product, tuple(keys), doc["source"], doc.get("line"))
 
 
 class CatalogStore:
@@ -157,8 +169,9 @@ class CatalogStore:
         for start in range(0, len(wanted), PAGE):
             terms = wanted[start:start + PAGE]
             for record in self._scan({"terms": {"image_key": terms}}):
-                if record.image_key in found:
-                    found[record.image_key].append(record)
+                for key in record.image_keys:
+                    if key in found:
+                        found[key].append(record)
         return found
 
     @_unavailable_on_transport_errors

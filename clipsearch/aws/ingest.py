@@ -1,40 +1,55 @@
 """The ingest Lambda's logic: reconcile the index with the S3 objects that changed.
 
 Level-triggered, not edge-triggered. An event only says *which key* changed;
-what to do is decided from the key's state *now*:
+what to do is decided from the key's state *now*. A product is indexed with
+one vector per image of it that is in S3, a vector for its title, and its
+words (see `clipsearch.index`); the target state of each product an event
+touches is computed and written:
 
 - `catalog/*.jsonl` that exists: its records are upserted into the catalog
   store (see `catalog_store`); products no longer listed by that file are
-  deleted; each product whose image is already in S3 is encoded and upserted,
-  except when the index already holds it with the same image, where only
-  changed metadata is written (with the stored vector: no encoding).
+  deleted; every listed product is reconciled. Vectors the index already
+  holds for an unchanged image or title are reused (no encoding), so a
+  metadata change re-encodes nothing.
 - `catalog/*.jsonl` that no longer exists: the products it defined are deleted.
-- `images/*` that exists: every catalog record that points at it is encoded
-  (once per image, however many products share it) and upserted.
-- `images/*` that no longer exists: the products that point at it leave the
-  index (their catalog records stay, so a re-upload brings them back).
+- `images/*` that exists: every product that lists it is reconciled with that
+  image encoded again (its bytes may have changed; once per image, however
+  many products share it).
+- `images/*` that no longer exists: only that image's vector leaves each
+  product that lists it; the product stays findable by its other images,
+  its title and its words (its catalog record stays, so a re-upload brings
+  the vector back).
+
+A product none of whose images is in S3 (yet, or any more), or that lists no
+image at all, is indexed by its title and its words alone: a catalog can be
+searched before its photos arrive.
 
 Why: SQS delivers at least once and in no particular order, and S3 may send
 "created" after a later "removed" of the same key. Acting on the current state
 makes a redelivery, a duplicate or a reordering end in the same index as the
 orderly case. Writes are upserts and deletes by product id, so the same batch
-twice gives the same index.
+twice gives the same index. (Two invocations reconciling *different* images
+of one product at the same moment each write what they saw; the later write
+wins, and the next event of that product repairs a vector it missed.)
 
 Failures are tracked per S3 key and reported per SQS message: a message fails
 when it cannot be parsed (poison), names another bucket, or when any product
-of its key could not be indexed (a corrupt image, a document OpenSearch
-rejects, the endpoint unavailable after retries, time running out). Only those
-messages are retried by SQS; a permanent failure reaches the DLQ after
-`max_receive_count` deliveries. Catalog files larger than one invocation can
-encode make progress on each delivery (already-indexed products are skipped),
-but a whole catalog is best loaded by the bootstrap (batch transform).
+of its key could not be indexed (a document OpenSearch rejects, the endpoint
+unavailable after retries, time running out). A corrupt image fails its own
+key's message and the catalog's that listed the product, not the messages of
+the product's other images: the product is written with everything else it
+has. Only failed messages are retried by SQS; a permanent failure reaches the
+DLQ after `max_receive_count` deliveries. Catalog files larger than one
+invocation can encode make progress on each delivery (already-indexed
+vectors are reused), but a whole catalog is best loaded by the bootstrap
+(batch transform).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,7 +69,7 @@ from clipsearch.errors import (
     OutOfTimeError,
     ServiceUnavailableError,
 )
-from clipsearch.index import IndexRecord
+from clipsearch.index import TITLE_KEY, IndexRecord, image_vector_key, product_vectors
 from clipsearch.index.opensearch import _unavailable_on_transport_errors
 
 log = logging.getLogger(__name__)
@@ -62,6 +77,9 @@ log = logging.getLogger(__name__)
 # A catalog file is read whole into memory; beyond this, use the bootstrap.
 CATALOG_MAX_BYTES = 100 * 1024 * 1024
 MGET_PAGE = 500
+# Products per encoding chunk, per image the chunk may encode: bounds one chunk's title
+# request so the time budget is checked often enough when only titles need encoding.
+TITLES_PER_IMAGE = 4
 
 
 @dataclass
@@ -82,7 +100,9 @@ class IngestStats:
     products_failed: int = 0
     products_waiting: int = 0
     images_encoded: int = 0
+    images_removed: int = 0
     images_unreferenced: int = 0
+    titles_encoded: int = 0
 
 
 @dataclass
@@ -91,31 +111,34 @@ class CatalogTally:
 
     `products` is every id the file names (a bad line without an id counts as
     `line N`); each is in exactly one of indexed (unchanged, updated with its
-    stored vector, or encoded now), waiting (its image is not in S3 yet) or
-    failed (a bad record, or encoding/indexing failed; retried on redelivery).
+    stored vectors, or encoded now), waiting (indexed by its title and words
+    while none of its images is in S3 yet) or failed (a bad record or image
+    reference, or encoding/indexing failed; retried on redelivery).
     """
 
     key: str
     unchanged: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
-    to_encode: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
     bad: dict[str, str] = field(default_factory=dict)  # id (or "line N") -> reason
     encoded: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
 
-    def settle(self, failed: dict[str, str], indexed: set[str], waiting: set[str]) -> None:
-        """Resolve the products sent to encoding once the batch's encoding is over."""
-        for pid in self.to_encode:
+    def settle(self, failed: dict[str, str], outcomes: dict[str, str]) -> None:
+        """Resolve the listed products once the batch's reconciliation is over."""
+        lists = {"unchanged": self.unchanged, "updated": self.updated,
+                 "encoded": self.encoded, "waiting": self.waiting}
+        for pid in self.pending:
+            if pid in self.bad:
+                continue  # counted once, as the bad record it is
             if pid in failed:
                 self.failed[pid] = failed[pid]
-            elif pid in waiting:
-                self.waiting.append(pid)
-            elif pid in indexed:
-                self.encoded.append(pid)
-            else:  # not reached by the encoder: never silently dropped
-                self.failed[pid] = "not encoded in this invocation"
-        self.to_encode = []
+            elif pid in outcomes:
+                lists[outcomes[pid]].append(pid)
+            else:  # not reached: never silently dropped
+                self.failed[pid] = "not indexed in this invocation"
+        self.pending = []
 
     def summary(self) -> dict[str, Any]:
         indexed = len(self.unchanged) + len(self.updated) + len(self.encoded)
@@ -140,10 +163,27 @@ class BatchOutcome:
 
 @dataclass
 class _Pending:
-    """A product to encode, and the S3 keys whose outcome depends on it."""
+    """A product to reconcile, and the S3 keys whose outcome depends on it."""
 
     record: CatalogRecord
     owners: set[str] = field(default_factory=set)
+    # Image keys an event says were (re)written: encoded even if a vector exists.
+    fresh: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Plan:
+    """How one product's vectors are obtained: reused from the index or encoded now."""
+
+    entry: _Pending
+    reused: dict[str, np.ndarray]  # image key -> stored vector
+    encode: list[str]  # image keys to fetch and encode
+    title: np.ndarray | None  # the stored title vector when the title is unchanged
+    current: tuple[Product, dict[str, np.ndarray]] | None
+
+    @property
+    def product_id(self) -> str:
+        return self.entry.record.product.id
 
 
 class Ingestor:
@@ -177,10 +217,9 @@ class Ingestor:
         # limits read it too (see `build_ingestor`).
         self.deadline = Deadline.unbounded()
         self._index_ready = False
-        # Per batch (reset by `process`): what became of each product sent to encoding.
+        # Per batch (reset by `process`): what became of each reconciled product.
         self._failed_ids: dict[str, str] = {}
-        self._indexed_ids: set[str] = set()
-        self._waiting_ids: set[str] = set()
+        self._outcomes: dict[str, str] = {}
 
     # ------------------------------------------------------------------ batch
 
@@ -232,8 +271,8 @@ class Ingestor:
 
         key_errors: dict[str, str] = {}
         pending: dict[str, _Pending] = {}
-        fetched: dict[str, bytes | None] = {}
-        self._failed_ids, self._indexed_ids, self._waiting_ids = {}, set(), set()
+        fetched: dict[str, Any] = {}
+        self._failed_ids, self._outcomes = {}, {}
         tallies: list[CatalogTally] = []
         for key in catalog_keys:
             tally = CatalogTally(key)
@@ -257,17 +296,23 @@ class Ingestor:
                     key_errors.setdefault(key, exc.message)
                 log.error("images failed: %s", exc.message)
         if pending:
-            self._encode(pending, fetched, key_errors, stats)
+            try:
+                self._reconcile(pending, fetched, key_errors, stats)
+            except ClipsearchError as exc:  # reading the current documents failed
+                for entry in pending.values():
+                    self._fail(entry, exc.message, key_errors, stats)
+                log.error("reconciling %d product(s) failed: %s", len(pending), exc.message)
         summaries = []
         for tally in tallies:
-            tally.settle(self._failed_ids, self._indexed_ids, self._waiting_ids)
+            tally.settle(self._failed_ids, self._outcomes)
             summary = tally.summary()
             summaries.append(summary)
             # A catalog with failed products is worth a warning: they are retried, and
             # end in the DLQ if they keep failing.
             log.log(logging.WARNING if summary["failed"] else logging.INFO,
                     "catalog %s: %d products = %d indexed (%d unchanged, %d updated, "
-                    "%d encoded) + %d waiting for their image + %d failed", tally.key,
+                    "%d encoded) + %d waiting for their images (found by title meanwhile) "
+                    "+ %d failed", tally.key,
                     summary["products"], summary["indexed"], summary["unchanged"],
                     summary["updated"], summary["encoded"], summary["waiting"],
                     summary["failed"], extra={"catalog_accounts": summary})
@@ -308,7 +353,7 @@ class Ingestor:
             log.warning("... and %d more bad records in %s", len(errors) - 50, key)
 
         for error in errors:
-            tally.bad[error.product_id or f"line {error.line}"] = error.message
+            tally.bad.setdefault(error.product_id or f"line {error.line}", error.message)
         listed = {r.product.id for r in records}
         stale = [r.product.id for r in self.catalog.by_source(key)
                  if r.product.id not in listed]
@@ -316,44 +361,13 @@ class Ingestor:
             stats.products_deleted += self.index.delete(stale)
             self._check(self.catalog.delete(stale), "catalog store delete")
         self._check(self.catalog.put(records), "catalog store")
-
-        existing = self._indexed(list(listed))
-        reuse: list[IndexRecord] = []
-        drop: list[str] = []
         for record in records:
-            product = record.product
-            current = existing.get(product.id)
-            if record.image_key is None:
-                stats.products_waiting += 1
-                if product.id not in tally.bad:  # a record that can never be indexed failed
-                    tally.waiting.append(product.id)
-                if current is not None:
-                    drop.append(product.id)
-                continue
-            if current is not None and current[0].image == product.image:
-                if current[0] == product:
-                    stats.products_unchanged += 1
-                    tally.unchanged.append(product.id)
-                else:
-                    reuse.append(IndexRecord(product, current[1]))
-                continue
-            tally.to_encode.append(product.id)
-            entry = pending.setdefault(product.id, _Pending(record))
-            entry.record = record
+            tally.pending.append(record.product.id)
+            entry = pending.setdefault(record.product.id, _Pending(record))
+            entry.record = record  # the catalog just read is newer than the store's copy
             entry.owners.add(key)
-        if drop:
-            stats.products_deleted += self.index.delete(drop)
-        if reuse:
-            result = self.index.upsert(reuse)
-            stats.products_updated += result.indexed
-            tally.updated += [r.product.id for r in reuse]
-            if result.failures:
-                stats.products_failed += len(result.failures)
-                first = result.failures[0]
-                raise _IndexWriteError(f"product {first.id}: {first.reason}")
-        log.info("catalog %s: %d record(s), %d bad, %d removed, %d to encode, %d updated",
-                 key, len(records), len(errors), len(stale), sum(
-                     1 for p in pending.values() if key in p.owners), len(reuse))
+        log.info("catalog %s: %d record(s), %d bad, %d removed", key, len(records),
+                 len(errors), len(stale))
 
     def _parse_catalog(self, key: str, data: bytes) -> tuple[list[CatalogRecord],
                                                           list[RecordError]]:
@@ -372,21 +386,25 @@ class Ingestor:
             if isinstance(item, RecordError):
                 errors.append(item)
                 continue
-            ref = resolve_image_key(item.image, bucket=self.bucket.name,
-                                    images_prefix=self.images_prefix, catalog_key=key)
-            if ref.problem is not None and item.image is not None:
-                errors.append(RecordError(key, number, f"not indexable: {ref.problem}", item.id))
-            image = s3_uri(self.bucket.name, ref.key) if ref.key else item.image
-            product = Product(item.id, item.title, image, dict(item.attributes))
+            keys: list[str] = []
+            for image in item.images:
+                ref = resolve_image_key(image, bucket=self.bucket.name,
+                                        images_prefix=self.images_prefix, catalog_key=key)
+                if ref.key is None:
+                    # The product is still indexed, by its other images and its title.
+                    errors.append(RecordError(key, number, f"image not indexable: "
+                                              f"{ref.problem}", item.id))
+                elif ref.key not in keys:
+                    keys.append(ref.key)
+            product = item.with_images([s3_uri(self.bucket.name, k) for k in keys])
             by_id.pop(item.id, None)  # the last record of an id wins, as in read_jsonl
-            by_id[item.id] = CatalogRecord(product, ref.key, key, number)
+            by_id[item.id] = CatalogRecord(product, tuple(keys), key, number)
         return list(by_id.values()), sorted(errors, key=lambda e: e.line or 0)
 
     @_unavailable_on_transport_errors
     def _indexed(self, ids: Sequence[str]
                  ) -> dict[str, tuple[Product, dict[str, np.ndarray]]]:
-        """Products (and their vectors by key) already in the index, for the
-        no-re-encode path."""
+        """Products (and their vectors by key) already in the index, for reuse."""
         out: dict[str, tuple[Product, dict[str, np.ndarray]]] = {}
         if not ids or self.index.current_index() is None:
             return out
@@ -397,16 +415,16 @@ class Ingestor:
                                               body={"ids": list(ids[start:start + MGET_PAGE])})
             for doc in response.get("docs", []):
                 source = doc.get("_source")
-                if doc.get("found") and source and source.get("vectors"):
+                if doc.get("found") and source:
                     out[doc["_id"]] = (_product(source), {
                         v["key"]: np.asarray(v["vector"], dtype=np.float32)
-                        for v in source["vectors"]})
+                        for v in source.get("vectors") or ()})
         return out
 
     # ------------------------------------------------------------------ images
 
     def _images(self, keys: Sequence[str], pending: dict[str, _Pending],
-                fetched: dict[str, bytes | None], key_errors: dict[str, str],
+                fetched: dict[str, Any], key_errors: dict[str, str],
                 stats: IngestStats) -> None:
         for key, result in zip(keys, self._fetch(keys), strict=True):
             if isinstance(result, ClipsearchError):
@@ -417,20 +435,20 @@ class Ingestor:
         users = self.catalog.by_image_keys(usable)
         for key in usable:
             records = users.get(key, [])
-            if fetched.get(key) is None:
-                gone = [r.product.id for r in records]
-                removed = self.index.delete(gone) if gone else 0
-                stats.products_deleted += removed
-                log.info("image %s is gone: %d product(s) left the index", key, removed)
-                continue
             if not records:
-                stats.images_unreferenced += 1
-                log.info("image %s: no catalog record uses it yet; it will be encoded when "
-                         "its catalog arrives", key)
+                if fetched.get(key) is not None:
+                    stats.images_unreferenced += 1
+                    log.info("image %s: no catalog record uses it yet; it will be encoded "
+                             "when its catalog arrives", key)
                 continue
+            if fetched.get(key) is None:
+                log.info("image %s is gone: its vector leaves %d product(s)", key,
+                         len(records))
             for record in records:
                 entry = pending.setdefault(record.product.id, _Pending(record))
                 entry.owners.add(key)
+                if fetched.get(key) is not None:
+                    entry.fresh.add(key)
 
     def _fetch(self, keys: Sequence[str], *, max_bytes: int = config.MAX_IMAGE_BYTES
                ) -> list[bytes | ClipsearchError | None]:
@@ -476,85 +494,162 @@ class Ingestor:
         return (f"{what}: the invocation's time ran out ({self.deadline.describe()}); "
                 "it is done on redelivery")
 
-    # ------------------------------------------------------------------ encoding
+    # ------------------------------------------------------------------ reconciling
 
-    def _encode(self, pending: dict[str, _Pending], fetched: dict[str, bytes | None],
-                key_errors: dict[str, str], stats: IngestStats) -> None:
-        by_image: dict[str, list[_Pending]] = {}
-        for entry in pending.values():
-            assert entry.record.image_key is not None
-            by_image.setdefault(entry.record.image_key, []).append(entry)
+    def _fail(self, entry: _Pending, reason: str, key_errors: dict[str, str],
+              stats: IngestStats, *, image: str | None = None) -> None:
+        """Mark a product failed and the keys whose outcome depends on it.
 
-        def fail(entries: Iterable[_Pending], reason: str) -> None:
-            for entry in entries:
-                pid = entry.record.product.id
-                if pid in self._failed_ids or pid in self._indexed_ids \
-                        or pid in self._waiting_ids:
-                    continue  # settled already: failed once, or done
-                stats.products_failed += 1
-                self._failed_ids[pid] = reason
-                for owner in entry.owners:
-                    key_errors.setdefault(owner, f"product {pid}: {reason}")
+        With `image`, the failure is that image's own (unreadable, corrupt): it
+        fails that image's key and the catalogs listing the product, but not
+        the events of the product's other images, which were indexed.
+        """
+        pid = entry.record.product.id
+        if pid not in self._failed_ids:
+            stats.products_failed += 1
+            self._failed_ids[pid] = reason
+        for owner in entry.owners:
+            if image is None or owner == image or not owner.startswith(self.images_prefix):
+                key_errors.setdefault(owner, f"product {pid}: {reason}")
+        if image is not None:
+            key_errors.setdefault(image, f"product {pid}: {reason}")
 
-        images = list(by_image)
+    def _plan(self, entry: _Pending, fetched: dict[str, Any],
+              current: tuple[Product, dict[str, np.ndarray]] | None) -> _Plan:
+        record = entry.record
+        stored = current[1] if current is not None else {}
+        reused: dict[str, np.ndarray] = {}
+        encode: list[str] = []
+        for key in record.image_keys:
+            if key in fetched and fetched[key] is None:
+                continue  # known to be gone
+            vector = stored.get(image_vector_key(s3_uri(self.bucket.name, key)))
+            if vector is not None and key not in entry.fresh:
+                reused[key] = vector
+            else:
+                encode.append(key)
+        title = None
+        if current is not None and current[0].title == record.product.title:
+            title = stored.get(TITLE_KEY)
+        return _Plan(entry, reused, encode, title, current)
+
+    def _reconcile(self, pending: dict[str, _Pending], fetched: dict[str, Any],
+                   key_errors: dict[str, str], stats: IngestStats) -> None:
+        """Bring each pending product to its target state: see the module docstring."""
+        current = self._indexed(list(pending))
+        plans = [self._plan(entry, fetched, current.get(pid))
+                 for pid, entry in pending.items()]
+        # Products whose vectors are all in the index already: no encoding.
+        self._write([p for p in plans if not p.encode and p.title is not None], {}, {},
+                    key_errors, stats)
+        todo = [p for p in plans if p.encode or p.title is None]
+        encoded: dict[str, Any] = {}  # image key -> vector or its error, once per image
+        image_errors: dict[str, str] = {}
         stop: str | None = None
-        for start in range(0, len(images), self.encode_batch):
-            chunk = images[start:start + self.encode_batch]
-            entries = [e for image in chunk for e in by_image[image]]
+        start = 0
+        while start < len(todo):
+            # A chunk: products until about `encode_batch` images need encoding, and at
+            # most TITLES_PER_IMAGE times as many titles (a text is far cheaper).
+            end, images = start, 0
+            while end < len(todo) and (end == start or (
+                    images + len(todo[end].encode) <= self.encode_batch
+                    and end - start < TITLES_PER_IMAGE * self.encode_batch)):
+                images += len(todo[end].encode)
+                end += 1
+            chunk, start = todo[start:end], end
             if stop is None and not self._may_start():
-                stop = self._out_of_time(f"{len(images) - start} image(s) were not encoded")
+                stop = self._out_of_time(f"{len(todo) - (end - len(chunk))} product(s) were "
+                                         "not encoded")
             if stop is not None:
-                fail(entries, stop)
+                for plan in chunk:
+                    self._fail(plan.entry, stop, key_errors, stats)
                 continue
             try:
-                self._chunk(chunk, by_image, pending, fetched, fail, stats)
+                titles = self._encode_chunk(chunk, fetched, encoded, image_errors, stats)
             except (ServiceUnavailableError, ConfigurationError) as exc:
                 # Unavailable after retries, cut by the deadline, or misconfigured:
                 # the next chunks would fare no better in this invocation.
                 stop = exc.message
-                fail(entries, stop)
+                for plan in chunk:
+                    self._fail(plan.entry, stop, key_errors, stats)
+                continue
             except ClipsearchError as exc:
-                fail(entries, exc.message)
+                for plan in chunk:
+                    self._fail(plan.entry, exc.message, key_errors, stats)
+                continue
+            self._write(chunk, encoded, titles, key_errors, stats,
+                        image_errors=image_errors)
 
-    def _chunk(self, chunk: list[str], by_image: dict[str, list[_Pending]],
-               pending: dict[str, _Pending], fetched: dict[str, bytes | None],
-               fail: Callable[[Iterable[_Pending], str], None], stats: IngestStats) -> None:
-        """Read (what is not read yet), encode and write one chunk of images.
-
-        Raises what should stop the batch's encoding (time out, endpoint
-        unavailable); the caller fails the chunk's products not settled yet.
-        """
-        missing = [k for k in chunk if k not in fetched]
+    def _encode_chunk(self, chunk: Sequence[_Plan], fetched: dict[str, Any],
+                      encoded: dict[str, Any], image_errors: dict[str, str],
+                      stats: IngestStats) -> dict[str, np.ndarray]:
+        """Fetch and encode the chunk's new images and titles; returns titles by product."""
+        keys = list(dict.fromkeys(k for plan in chunk for k in plan.encode
+                                  if k not in encoded and k not in image_errors))
+        missing = [k for k in keys if k not in fetched]
         for key, result in zip(missing, self._fetch(missing), strict=True):
             if isinstance(result, OutOfTimeError):
-                raise result
+                raise result  # not the image's fault: the chunk is left for redelivery
             if isinstance(result, ClipsearchError):
-                fail(by_image[key], result.message)
-                fetched[key] = None
-                by_image[key] = []
+                image_errors[key] = result.message
             else:
                 fetched[key] = result
-        absent = [k for k in chunk if fetched.get(k) is None and by_image[k]]
-        if absent:
-            waiting = [e.record.product.id for k in absent for e in by_image[k]]
-            stats.products_deleted += self.index.delete(waiting)
-            stats.products_waiting += len(waiting)
-            self._waiting_ids.update(waiting)
-        ready = [k for k in chunk if fetched.get(k) is not None]
-        if not ready:
-            return
-        vectors = self.encoder.encode_images_each([fetched[k] for k in ready])
-        records: list[IndexRecord] = []
-        for key, vector in zip(ready, vectors, strict=True):
-            if isinstance(vector, ClipsearchError):
-                fail(by_image[key], f"image {key}: {vector.message}")
-                continue
-            stats.images_encoded += 1
-            records.extend(IndexRecord(e.record.product, vector) for e in by_image[key])
-        self._write(records, pending, fail, stats)
+        ready = [k for k in keys if k not in image_errors and fetched.get(k) is not None]
+        if ready:
+            vectors = self.encoder.encode_images_each([fetched[k] for k in ready])
+            for key, vector in zip(ready, vectors, strict=True):
+                if isinstance(vector, ClipsearchError):
+                    image_errors[key] = f"image {key}: {vector.message}"
+                else:
+                    encoded[key] = vector
+                    stats.images_encoded += 1
+        need_title = [plan for plan in chunk if plan.title is None]
+        titles: dict[str, np.ndarray] = {}
+        if need_title:
+            vectors = self.encoder.encode_texts(
+                [plan.entry.record.product.title for plan in need_title])
+            stats.titles_encoded += len(need_title)
+            titles = {plan.product_id: vector
+                      for plan, vector in zip(need_title, vectors, strict=True)}
+        return titles
 
-    def _write(self, records: list[IndexRecord], pending: dict[str, _Pending],
-               fail: Callable[[Iterable[_Pending], str], None], stats: IngestStats) -> None:
+    def _write(self, plans: Sequence[_Plan], encoded: dict[str, Any],
+               titles: dict[str, np.ndarray], key_errors: dict[str, str], stats: IngestStats, *,
+               image_errors: dict[str, str] | None = None) -> None:
+        """Assemble each product's target document and upsert the ones that changed."""
+        image_errors = image_errors or {}
+        records: list[IndexRecord] = []
+        kinds: dict[str, str] = {}
+        for plan in plans:
+            record = plan.entry.record
+            present: list[tuple[str, np.ndarray]] = []
+            for key in record.image_keys:
+                vector = plan.reused.get(key)
+                if vector is None:
+                    vector = encoded.get(key)
+                if vector is not None:
+                    present.append((s3_uri(self.bucket.name, key), vector))
+                elif key in image_errors:
+                    self._fail(plan.entry, image_errors[key], key_errors, stats, image=key)
+            product = record.product.with_images([ref for ref, _ in present])
+            title = plan.title if plan.title is not None else titles[plan.product_id]
+            vectors = product_vectors(present, title)
+            if plan.current is not None:
+                removed = set(plan.current[1]) - set(vectors)
+                stats.images_removed += len(removed)
+            if not present and record.image_keys:
+                kinds[product.id] = "waiting"
+                stats.products_waiting += 1
+            elif plan.encode or plan.title is None:
+                kinds[product.id] = "encoded"
+            elif (plan.current is not None and plan.current[0] == product
+                  and list(plan.current[1]) == list(vectors)):
+                stats.products_unchanged += 1
+                self._outcomes[product.id] = "unchanged"
+                continue
+            else:
+                kinds[product.id] = "updated"
+            records.append(IndexRecord(product, vectors))
         if not records:
             return
         try:
@@ -565,15 +660,24 @@ class Ingestor:
                 self._index_ready = True
             result = self.index.upsert(records)
         except ClipsearchError as exc:
-            fail([pending[r.product.id] for r in records], exc.message)
+            for plan in plans:
+                if plan.product_id in kinds:
+                    self._fail(plan.entry, exc.message, key_errors, stats)
             return
-        stats.products_indexed += result.indexed
-        rejected = {failure.id for failure in result.failures}
-        self._indexed_ids.update(r.product.id for r in records if r.product.id not in rejected)
-        for failure in result.failures:
-            entry = pending.get(failure.id)
-            if entry is not None:
-                fail([entry], f"the index rejected it: {failure.reason}")
+        rejected = {failure.id: failure.reason for failure in result.failures}
+        for plan in plans:
+            pid = plan.product_id
+            if pid not in kinds:
+                continue
+            if pid in rejected:
+                self._fail(plan.entry, f"the index rejected it: {rejected[pid]}",
+                           key_errors, stats)
+                continue
+            self._outcomes[pid] = kinds[pid]
+            if kinds[pid] == "updated":
+                stats.products_updated += 1
+            else:
+                stats.products_indexed += 1
 
     @staticmethod
     def _check(failures: Sequence[Any], what: str) -> None:

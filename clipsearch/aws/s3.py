@@ -179,8 +179,8 @@ class Presigner:
         self.images_prefix = images_prefix
         self.ttl = ttl
 
-    def __call__(self, product: Product) -> str | None:
-        image = product.image
+    def __call__(self, product: Product, n: int = 0) -> str | None:
+        image = product.images[n] if 0 <= n < len(product.images) else None
         if not image:
             return None
         if image.startswith(("https://", "http://")):

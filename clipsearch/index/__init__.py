@@ -24,7 +24,7 @@ does it once for every backend (`clipsearch.fusion`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -63,6 +63,22 @@ def main_vector(vectors: Mapping[str, np.ndarray]) -> np.ndarray | None:
         if is_image_key(key):
             return vector
     return next(iter(vectors.values()), None)
+
+
+def product_vectors(images: Iterable[tuple[str, np.ndarray]],
+                    title: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The keyed vectors of one product, in the order `main_vector` relies on.
+
+    `images` are (image reference, vector) pairs in catalog order, main image
+    first; `title` is the title's text vector. Every writer (local ingest, the
+    ingest Lambda, the bootstrap) builds its records here, so the keys of one
+    product are the same whichever runtime wrote them, and the ingest Lambda
+    can reuse or drop one image's vector that another runtime stored.
+    """
+    vectors = {image_vector_key(ref): vector for ref, vector in images}
+    if title is not None:
+        vectors[TITLE_KEY] = title
+    return vectors
 
 
 @dataclass(frozen=True)

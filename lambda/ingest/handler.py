@@ -76,6 +76,8 @@ def _record_metrics(stats: IngestStats, elapsed_ms: float) -> None:
         ("CatalogFiles", stats.catalogs),
         ("CatalogRecordErrors", stats.catalog_record_errors),
         ("ImagesEncoded", stats.images_encoded),
+        ("ImagesRemoved", stats.images_removed),
+        ("TitlesEncoded", stats.titles_encoded),
         ("ProductsIndexed", stats.products_indexed),
         ("ProductsUpdated", stats.products_updated),
         ("ProductsDeleted", stats.products_deleted),
