@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,14 +100,14 @@ def _set_meta(index: OpenSearchIndex, name: str, **bootstrap: Any) -> None:
 
 def load_version(
     index: OpenSearchIndex,
-    batches: Iterable[tuple[list[tuple[Product, np.ndarray]], list[Failure]]],
+    batches: Iterable[tuple[list[tuple[Product, Mapping[str, np.ndarray]]], list[Failure]]],
     *,
     dimension: int,
     model_id: str | None,
     fingerprint: str,
     progress: Callable[[int], None] | None = None,
 ) -> LoadResult:
-    """Create the next version and fill it from `batches` of (product, vector) pairs.
+    """Create the next version and fill it from `batches` of (product, keyed vectors).
 
     `batches` also carries the failures found while parsing, so they are
     counted in the same pass and the output is read once.

@@ -26,9 +26,17 @@ from typing import Any, TypeVar
 from clipsearch.bootstrap import BootstrapError
 from clipsearch.bootstrap.accounting import Accounting, account, unique_ids
 from clipsearch.bootstrap.options import BootstrapOptions
-from clipsearch.bootstrap.prepare import Failure, PreparedCatalog, prepare_catalog
+from clipsearch.bootstrap.prepare import (
+    Failure,
+    PreparedCatalog,
+    is_title_record,
+    prepare_catalog,
+    product_of,
+)
 from clipsearch.bootstrap.target import Target, resolve_target
+from clipsearch.catalog import Product
 from clipsearch.errors import ConfigurationError
+from clipsearch.index import product_vectors
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -125,6 +133,8 @@ class Report:
     accounted: int | None = None  # indexed + skipped + failed, once the run accounted for all
     failures: list[Failure] = field(default_factory=list)
     skipped: list[Failure] = field(default_factory=list)
+    # Vectors a product is indexed without (a further image that failed), by record id.
+    left_out: list[Failure] = field(default_factory=list)
     steps: dict[str, StepReport] = field(
         default_factory=lambda: {name: StepReport(name) for name in STEPS})
     index: str | None = None
@@ -146,6 +156,7 @@ class Report:
             "steps": {name: step.to_dict() for name, step in self.steps.items()},
             "failed": [f.to_dict() for f in self.failures],
             "skipped": [f.to_dict() for f in self.skipped],
+            "left_out": [f.to_dict() for f in self.left_out],
             # indexed + skipped + failed; equals counts.products once the run has checked
             # the index (null when it stopped before that).
             "accounted": self.accounted,
@@ -165,7 +176,8 @@ class Report:
         lines.append(f"products {self.products}  images {self.images}  embedded {self.embedded}"
                      f"  {verb} {self.indexed}  failed {len(self.failures)}"
                      f"  skipped {len(self.skipped)}")
-        for label, items in (("failed ", self.failures), ("skipped", self.skipped)):
+        for label, items in (("failed ", self.failures), ("skipped", self.skipped),
+                             ("left out", self.left_out)):
             for item in items[:limit]:
                 lines.append(f"  {label} {item.id}: [{item.step}] {item.reason}")
             if len(items) > limit:
@@ -318,6 +330,7 @@ class Bootstrap:
         step.seconds = time.perf_counter() - t0
         self.report.failures += prepared.failures
         self.report.skipped += prepared.skipped
+        self.report.left_out += prepared.left_out
         dropped = sum(1 for f in prepared.failures if f.step == "prepare")
         # Every id the catalog names, the unreadable lines' too, so the counts add up.
         self.catalog_ids = unique_ids((f.id for f in prepared.failures),
@@ -370,11 +383,11 @@ class Bootstrap:
                                   existing=existing, on_done=lambda _i, _o: bar.update(1))
         step.seconds = time.perf_counter() - t0
         owners: dict[str, list[str]] = {}
-        for pid, image in prepared.images.items():
-            owners.setdefault(image.key, []).append(pid)
+        for rid, image in prepared.images.items():
+            owners.setdefault(image.key, []).append(product_of(rid))
         for key, reason in sorted(result.failures.items()):
             self.report.failures += [Failure(pid, "upload", f"upload of {key} failed: {reason}")
-                                     for pid in owners.get(key, [])]
+                                     for pid in dict.fromkeys(owners.get(key, []))]
         step.status, step.products = "done", sum(len(owners.get(i.key, [])) for i in items)
         step.detail = result.to_dict()
         step.summary = (f"{len(result.uploaded)} uploaded ({result.bytes_uploaded / 1e6:.1f} MB),"
@@ -440,15 +453,28 @@ class Bootstrap:
 
         opts, step, bucket = self.options, self.report.steps["transform"], self.target.bucket
         model = self._model(state_dir)
+        # Titles are embedded with the images in JSON Lines mode; x-image requests carry
+        # image bytes only, so there the ingest Lambda embeds the titles when the catalog
+        # is uploaded (it encodes what the index lacks).
+        texts = prepared.titles() if opts.content_type == "jsonlines" else {}
+        if opts.content_type != "jsonlines":
+            with_image = {product_of(rid) for rid in images}
+            self.report.skipped += [
+                Failure(p.id, "transform", "no image; x-image mode embeds images only (the "
+                        "ingest Lambda indexes it by its title once the catalog is uploaded)")
+                for p in prepared.products if p.id not in with_image]
         fp = fingerprint("transform", bucket, opts.content_type, model.fingerprint,
                          sorted((pid, img.uri, img.etag) for pid, img in images.items()),
-                         opts.records_per_file, opts.max_payload_mb)
+                         sorted(texts.items()), opts.records_per_file, opts.max_payload_mb)
         plan = plan_transform(images, bucket=bucket, run_id=fp[:16], mode=opts.content_type,
                               records_per_file=opts.records_per_file,
-                              max_payload_mb=opts.max_payload_mb)
-        self.report.failures += plan.excluded
+                              max_payload_mb=opts.max_payload_mb, texts=texts)
+        self.texts = texts
+        for failure in plan.excluded:
+            (self.report.failures if product_of(failure.id) == failure.id
+             else self.report.left_out).append(failure)
         self.report.run_id = plan.run_id
-        step.products = len(plan.ids)
+        step.products = len(plan.products)
         step.detail = {"run_id": plan.run_id, "mode": plan.mode, "input": plan.input_uri,
                        "output": plan.output_uri, "input_files": len(plan.files),
                        "model": model.model_id, "local": opts.local_transform}
@@ -480,7 +506,7 @@ class Bootstrap:
             request = transform_request(plan, job_name=name, model_name=self.target.model_name
                                         or "local", instance_type="local",
                                         instance_count=1, max_payload_mb=opts.max_payload_mb)
-            self._run_local(request, model, state_dir, len(plan.ids))
+            self._run_local(request, model, state_dir, len(plan.products))
             step.seconds = time.perf_counter() - t0
             step.status = "done"
             step.summary = (f"local run {plan.run_id}: {len(plan.files)} file(s), "
@@ -559,8 +585,9 @@ class Bootstrap:
         if plan.manifest_key is not None:
             items = [UploadItem(plan.manifest_key, "application/json", data=manifest_body(plan))]
         else:
+            texts = getattr(self, "texts", {})
             items = [UploadItem(f.key, JSONLINES,
-                                data=lambda ids=f.ids: jsonlines_body(ids, read_image))
+                                data=lambda ids=f.ids: jsonlines_body(ids, read_image, texts))
                      for f in plan.files]
         # Each input file is built in memory (up to 32 MiB, ~3x that while
         # encoding): few at a time.
@@ -654,9 +681,9 @@ class Bootstrap:
             versions = index.versions()
             number = int(versions[-1].rsplit("-v", 1)[-1]) + 1 if versions else 1
             name = f"{self.target.alias}-v{number}"
-            report.indexed = len(plan.ids)
+            report.indexed = len(plan.products)
             index_step.status = publish_step.status = "planned"
-            index_step.summary = f"would bulk-load {len(plan.ids)} products into {name}"
+            index_step.summary = f"would bulk-load {len(plan.products)} products into {name}"
             publish_step.summary = (f"would move alias {self.target.alias} to {name}"
                                     + (f" and drop {current}" if current else ""))
             return
@@ -669,7 +696,7 @@ class Bootstrap:
         index_step.products = result.indexed
         index_step.summary = (f"{result.index}: {result.indexed} indexed, "
                               f"{len(result.failures)} failed")
-        sent = len(plan.ids)
+        sent = len(plan.products)
         failed_share = len(result.failures) / sent if sent else 1.0
         if result.indexed == 0 or failed_share > opts.max_failed_fraction:
             publish_step.status = "failed"
@@ -708,7 +735,7 @@ class Bootstrap:
         index = getattr(self, "index", None)
         explainers: list[Any] = []
         if index_step.status == "planned" or index is None or report.index is None:
-            would = set(plan.ids)
+            would = set(plan.products)
             present: Any = lambda ids: {pid for pid in ids if pid in would}  # noqa: E731
         else:
             version = index.staging(report.index)
@@ -730,7 +757,7 @@ class Bootstrap:
         from clipsearch.bootstrap.transform import locate_outputs
 
         wanted = set(ids)
-        files = [f for f in plan.files if wanted.intersection(f.ids)]
+        files = [f for f in plan.files if wanted.intersection(map(product_of, f.ids))]
         if not files:
             return {}
         parse = parse_multirecord if plan.mode == "jsonlines" else parse_single
@@ -740,7 +767,10 @@ class Bootstrap:
             key = located.get(entry.output_key)
             body = self._read_object(plan.bucket, key) if key else None
             parsed = parse(body, entry.ids, entry.output_key, model.dimension)
-            reasons.update((f.id, f) for f in parsed.failures if f.id in wanted)
+            for failure in parsed.failures:
+                pid = product_of(failure.id)
+                if pid in wanted:
+                    reasons.setdefault(pid, Failure(pid, failure.step, failure.reason))
         return reasons
 
     def _load(self, index: Any, prepared: PreparedCatalog, plan: Any, model: Any,
@@ -771,16 +801,79 @@ class Bootstrap:
         def fetch(entry: Any) -> tuple[Any, bytes | None]:
             return entry, read(entry)
 
+        assembler = ProductAssembler(products, plan.ids, {
+            rid: img.uri for rid, img in prepared.images.items()})
+
         def batches() -> Iterator[tuple[list[Any], list[Failure]]]:
             with ThreadPoolExecutor(max_workers=4) as pool:
                 for entry, body in _prefetch(fetch, plan.files, pool, window=8):
                     parsed = parse(body, entry.ids, entry.output_key, dimension)
-                    yield ([(products[pid], vec) for pid, vec in parsed.vectors.items()],
-                           parsed.failures)
+                    yield assembler.add(parsed.vectors, parsed.failures)
 
-        with self._bar(len(plan.ids), "index") as bar:
-            return load_version(index, batches(), dimension=dimension, model_id=model.model_id,
-                                fingerprint=fp, progress=bar.update)
+        with self._bar(len(plan.products), "index") as bar:
+            result = load_version(index, batches(), dimension=dimension,
+                                  model_id=model.model_id, fingerprint=fp, progress=bar.update)
+        self.report.left_out += assembler.left_out
+        return result
+
+
+class ProductAssembler:
+    """Turns transform outputs, record by record, into whole products for the load.
+
+    A product's records (its images and its title) may end in different
+    output files; a product is handed on once all of them are decided, with
+    the vectors that came back (`product_vectors`: main image first, then the
+    others, then the title) and its `images` narrowed to those. Its main image
+    failing fails it, as a local ingest does; a further image or the title
+    failing is `left_out` and the product indexed with the rest.
+    """
+
+    def __init__(self, products: dict[str, Product], record_ids: Iterable[str],
+                 uris: dict[str, str]) -> None:
+        self.products = products
+        self.uris = uris
+        self.waiting: dict[str, set[str]] = {}
+        for rid in record_ids:
+            self.waiting.setdefault(product_of(rid), set()).add(rid)
+        self.vectors: dict[str, dict[str, Any]] = {}
+        self.failed: dict[str, dict[str, Failure]] = {}
+        self.left_out: list[Failure] = []
+
+    def add(self, vectors: dict[str, Any], failures: list[Failure]
+            ) -> tuple[list[tuple[Product, dict[str, Any]]], list[Failure]]:
+        """Record one output's results; return the products now complete."""
+        touched: list[str] = []
+        for rid, vector in vectors.items():
+            self.vectors.setdefault(product_of(rid), {})[rid] = vector
+            touched.append(rid)
+        for failure in failures:
+            self.failed.setdefault(product_of(failure.id), {})[failure.id] = failure
+            touched.append(failure.id)
+        ready: list[tuple[Product, dict[str, Any]]] = []
+        failed: list[Failure] = []
+        for pid in dict.fromkeys(product_of(rid) for rid in touched):
+            remaining = self.waiting.get(pid)
+            if remaining is None:
+                continue
+            remaining -= set(self.vectors.get(pid, {})) | set(self.failed.get(pid, {}))
+            if remaining:
+                continue
+            del self.waiting[pid]
+            got, bad = self.vectors.pop(pid, {}), self.failed.pop(pid, {})
+            if pid in bad or not got:
+                first = bad.get(pid) or next(iter(bad.values()))
+                failed.append(Failure(pid, first.step, first.reason))
+                continue
+            self.left_out += bad.values()
+            product = self.products[pid]
+            images = [(self.uris[rid], vec) for rid, vec in got.items()
+                      if rid in self.uris]
+            order = {uri: n for n, uri in enumerate(product.images)}
+            images.sort(key=lambda pair: order.get(pair[0], len(order)))
+            title = next((vec for rid, vec in got.items() if is_title_record(rid)), None)
+            ready.append((product.with_images([uri for uri, _ in images]),
+                          product_vectors(images, title)))
+        return ready, failed
 
 
 def _meta_counts(index: Any, name: str | None) -> dict[str, Any]:

@@ -5,6 +5,12 @@ reports as the ETag of a single-part upload (so unchanged objects are
 skipped without a HEAD each), and SHA-256 identifies an image in the
 fingerprints that name the transform run and the index version.
 
+A product becomes several transform records, each with its own record id
+(`record_id`): its main image (the product id itself, so a single-image
+catalog's records are what they always were), each further image
+(`<id>#1`, `<id>#2`, ...) and its title (`<id>#title`). `#` never occurs in a
+product id, so `product_of` maps every record back to its product.
+
 Object keys follow the catalog's own layout: `images/foo.jpg` next to the
 catalog becomes `images/foo.jpg` in the bucket, ABO's `images/small/ab/x.jpg`
 keeps its path. A file outside the catalog folder gets a content-addressed
@@ -18,7 +24,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -27,6 +33,22 @@ from clipsearch import config
 from clipsearch.bootstrap.options import CATALOG_PREFIX, IMAGES_PREFIX
 from clipsearch.catalog import Product, read_catalog
 from clipsearch.errors import ClipsearchError
+
+TITLE_SLOT = "title"
+
+
+def record_id(product_id: str, slot: int | str) -> str:
+    """The transform record of one image (`slot` its position) or of the title."""
+    return product_id if slot == 0 else f"{product_id}#{slot}"
+
+
+def product_of(record: str) -> str:
+    """The product a transform record belongs to."""
+    return record.split("#", 1)[0]
+
+
+def is_title_record(record: str) -> bool:
+    return record.endswith("#" + TITLE_SLOT)
 
 
 @dataclass(frozen=True)
@@ -63,9 +85,11 @@ class PreparedCatalog:
 
     source: Path
     products: list[Product]  # valid records, images rewritten to s3:// URIs
-    images: dict[str, ImageObject]  # product id -> its image
+    images: dict[str, ImageObject]  # image record id (see `record_id`) -> the image
     failures: list[Failure] = field(default_factory=list)
-    skipped: list[Failure] = field(default_factory=list)  # no image: not an error
+    skipped: list[Failure] = field(default_factory=list)
+    # Images left out of a product that is indexed with the rest (by record id).
+    left_out: list[Failure] = field(default_factory=list)
     catalog_key: str = ""
     catalog_body: bytes = b""
 
@@ -74,6 +98,10 @@ class PreparedCatalog:
         """Unique local images to put in the bucket, in a stable order."""
         unique = {img.key: img for img in self.images.values() if img.path is not None}
         return [unique[key] for key in sorted(unique)]
+
+    def titles(self) -> dict[str, str]:
+        """Title record id -> the title: every product's title gets a vector."""
+        return {record_id(p.id, TITLE_SLOT): p.title for p in self.products}
 
     def metadata_digest(self) -> str:
         """SHA-256 of everything the index stores besides the vectors."""
@@ -143,31 +171,31 @@ def prepare_catalog(
         who = err.product_id or f"{Path(err.source).name}:{err.line}"
         result.failures.append(Failure(who, "catalog", err.message))
 
-    local: dict[Path, list[Product]] = {}
-    remote: dict[tuple[str, str], list[Product]] = {}
+    # An image's owners are (product, record id) pairs: one file may serve several.
+    local: dict[Path, list[tuple[Product, str]]] = {}
+    remote: dict[tuple[str, str], list[tuple[Product, str]]] = {}
     kept: list[Product] = []
-    for product in read.products:
-        ref = product.image
-        if ref is None:
-            result.skipped.append(Failure(product.id, "catalog", "no image"))
-            kept.append(product)
-        elif ref.startswith("s3://"):
-            parsed = urlparse(ref)
-            key = parsed.path.lstrip("/")
-            if not parsed.netloc or not key:
-                result.failures.append(Failure(product.id, "catalog", f"bad S3 URI {ref!r}"))
-                continue
-            remote.setdefault((parsed.netloc, key), []).append(product)
-            kept.append(product)
-        elif "://" in ref:
-            result.failures.append(Failure(
-                product.id, "catalog", f"image {ref!r} is a URL; download it and point the "
-                "catalog at the file (or at an s3:// object)"))
-        else:
-            local.setdefault(Path(ref), []).append(product)
-            kept.append(product)
-
     dropped: set[str] = set()
+    for product in read.products:
+        for slot, ref in enumerate(product.images):
+            owner = (product, record_id(product.id, slot))
+            problem = None
+            if ref.startswith("s3://"):
+                parsed = urlparse(ref)
+                key = parsed.path.lstrip("/")
+                if parsed.netloc and key:
+                    remote.setdefault((parsed.netloc, key), []).append(owner)
+                else:
+                    problem = f"bad S3 URI {ref!r}"
+            elif "://" in ref:
+                problem = (f"image {ref!r} is a URL; download it and point the catalog at the "
+                           "file (or at an s3:// object)")
+            else:
+                local.setdefault(Path(ref), []).append(owner)
+            if problem is not None:
+                _drop(result, [owner], dropped, problem, step="catalog")
+        kept.append(product)
+
     check = check_decodable if check_images else None
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         hashed = dict(zip(local, pool.map(lambda p: _try(_hash_file, p, check), local),
@@ -191,8 +219,8 @@ def prepare_catalog(
             continue
         obj = ImageObject(bucket, image_key(path, base_dir, sha256, images_prefix), size, md5,
                           md5, path)
-        for product in owners:
-            result.images[product.id] = obj
+        for _product, rid in owners:
+            result.images[rid] = obj
     for (src_bucket, key), outcome in heads.items():
         owners = remote[(src_bucket, key)]
         if isinstance(outcome, Exception):
@@ -201,14 +229,18 @@ def prepare_catalog(
         size, etag = outcome
         md5 = etag if len(etag) == 32 and "-" not in etag else None
         obj = ImageObject(src_bucket, key, size, md5, etag, None)
-        for product in owners:
-            result.images[product.id] = obj
+        for _product, rid in owners:
+            result.images[rid] = obj
 
+    # A failed product's other images are neither uploaded nor embedded.
+    result.images = {rid: img for rid, img in result.images.items()
+                     if product_of(rid) not in dropped}
     for product in kept:
         if product.id in dropped:
             continue
-        image = result.images.get(product.id)
-        result.products.append(replace(product, image=image.uri) if image else product)
+        rids = [record_id(product.id, slot) for slot in range(len(product.images))]
+        result.products.append(product.with_images(
+            [result.images[rid].uri for rid in rids if rid in result.images]))
     result.catalog_key = f"{catalog_prefix}{_catalog_name(catalog)}.jsonl"
     result.catalog_body = "".join(
         json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in result.products
@@ -221,10 +253,16 @@ def _catalog_name(catalog: Path) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "catalog"
 
 
-def _drop(result: PreparedCatalog, owners: list[Product], dropped: set[str], reason: str) -> None:
-    for product in owners:
-        dropped.add(product.id)
-        result.failures.append(Failure(product.id, "prepare", reason))
+def _drop(result: PreparedCatalog, owners: list[tuple[Product, str]], dropped: set[str],
+          reason: str, *, step: str = "prepare") -> None:
+    """An unusable image: its product fails if it is the main one (as a local ingest
+    fails it); a further image is left out and the product indexed with the rest."""
+    for product, rid in owners:
+        if rid == product.id:
+            dropped.add(product.id)
+            result.failures.append(Failure(product.id, step, reason))
+        else:
+            result.left_out.append(Failure(rid, step, reason))
 
 
 def _head(s3: Any, bucket: str, key: str) -> tuple[int, str]:

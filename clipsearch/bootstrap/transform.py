@@ -42,7 +42,7 @@ from typing import Any
 
 from clipsearch.bootstrap import BootstrapError, TransformJobFailed
 from clipsearch.bootstrap.options import IMAGES_PREFIX, TRANSFORM_PREFIX
-from clipsearch.bootstrap.prepare import Failure, ImageObject
+from clipsearch.bootstrap.prepare import Failure, ImageObject, product_of
 from clipsearch.errors import ConfigurationError
 
 MIB = 1024 * 1024
@@ -63,7 +63,8 @@ _TERMINAL = ("Completed", "Failed", "Stopped")
 
 @dataclass(frozen=True)
 class InputFile:
-    """One transform input object and the product ids its output will answer for."""
+    """One transform input object and the record ids its output will answer for
+    (see `prepare.record_id`: an image or a title of a product)."""
 
     key: str
     output_key: str
@@ -85,7 +86,13 @@ class TransformPlan:
 
     @property
     def ids(self) -> list[str]:
-        return [pid for f in self.files for pid in f.ids]
+        """Every record id, in file order."""
+        return [rid for f in self.files for rid in f.ids]
+
+    @property
+    def products(self) -> list[str]:
+        """The products the records belong to, each once."""
+        return list(dict.fromkeys(product_of(rid) for rid in self.ids))
 
     @property
     def input_uri(self) -> str:
@@ -110,13 +117,24 @@ def _record_bytes(pid: str, size: int) -> int:
     return len(json.dumps({"id": pid, "image": ""})) + 4 * ((size + 2) // 3) + 1
 
 
+def _text_record(rid: str, text: str) -> str:
+    return json.dumps({"id": rid, "text": text}, separators=(",", ":"))
+
+
 def plan_transform(images: dict[str, ImageObject], *, bucket: str, run_id: str, mode: str,
                    records_per_file: int, max_payload_mb: int,
-                   images_prefix: str = IMAGES_PREFIX) -> TransformPlan:
-    """Group products into input files (JSON Lines) or list image keys (x-image)."""
+                   images_prefix: str = IMAGES_PREFIX,
+                   texts: dict[str, str] | None = None) -> TransformPlan:
+    """Group image and title records into input files (JSON Lines) or list image keys
+    (x-image, which embeds images only: its requests are raw image bytes).
+
+    Records sort by id, so a product's records (`<id>`, `<id>#1`, `<id>#title`)
+    are next to each other and the load completes products as it reads.
+    """
     input_prefix, output_prefix = run_prefixes(run_id)
     plan = TransformPlan(run_id, mode, bucket, input_prefix, output_prefix)
     limit = max_payload_mb * MIB
+    texts = texts or {}
     if mode == "jsonlines":
         current: list[str] = []
         size = 0
@@ -127,8 +145,9 @@ def plan_transform(images: dict[str, ImageObject], *, bucket: str, run_id: str, 
             plan.files.append(InputFile(key, f"{output_prefix}part-{n:05d}.jsonl.out",
                                         tuple(current)))
 
-        for pid in sorted(images):
-            record = _record_bytes(pid, images[pid].size)
+        for pid in sorted({*images, *texts}):
+            record = (len(_text_record(pid, texts[pid])) + 1 if pid in texts
+                      else _record_bytes(pid, images[pid].size))
             if record > limit:
                 plan.excluded.append(Failure(pid, "transform", f"the image's record is {record:,}"
                                              f" bytes, above MaxPayloadInMB ({max_payload_mb})"))
@@ -168,10 +187,15 @@ def manifest_body(plan: TransformPlan, images_prefix: str = IMAGES_PREFIX) -> by
     return json.dumps(entries, separators=(",", ":")).encode("utf-8")
 
 
-def jsonlines_body(ids: tuple[str, ...], read_image: Callable[[str], bytes]) -> bytes:
-    """One input file: `{"id": ..., "image": base64}` per line, in `ids` order."""
+def jsonlines_body(ids: tuple[str, ...], read_image: Callable[[str], bytes],
+                   texts: dict[str, str] | None = None) -> bytes:
+    """One input file, in `ids` order: `{"id": ..., "text": ...}` for a title record,
+    `{"id": ..., "image": base64}` for an image record."""
     lines = []
     for pid in ids:
+        if texts and pid in texts:
+            lines.append(_text_record(pid, texts[pid]))
+            continue
         encoded = base64.b64encode(read_image(pid)).decode("ascii")
         lines.append(json.dumps({"id": pid, "image": encoded}, separators=(",", ":")))
     return ("\n".join(lines) + "\n").encode("utf-8")
