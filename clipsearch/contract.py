@@ -19,7 +19,8 @@ from clipsearch.errors import ClipsearchError, PayloadTooLargeError, ValidationE
 from clipsearch.filters import Filters, parse_filters
 from clipsearch.images import decode_base64_image
 
-ImageUrl = Callable[[Product], str | None]
+# (product, n) -> the URL a browser loads the product's image n from (0: the main one).
+ImageUrl = Callable[[Product, int], str | None]
 
 SEARCH_FIELDS = frozenset(
     {"text", "image", "image_s3_key", "product_id", "k", "offset", "min_score", "filters",
@@ -311,11 +312,17 @@ def parse_similar_query(product_id: str, params: Mapping[str, str | None]) -> Se
 
 
 def product_body(product: Product, image_url: ImageUrl | None = None) -> dict[str, Any]:
+    """A product as the API shows it: `image` is the main image, `images` every image
+    (main first, positions as `explain`'s image_index counts them)."""
+    images = [image_url(product, n) if image_url else ref
+              for n, ref in enumerate(product.images)]
     return {
         "id": product.id,
         "title": product.title,
-        "image": image_url(product) if image_url else product.image,
+        "image": images[0] if images else None,
         "attributes": dict(product.attributes),
+        "images": images,
+        "description": product.description,
     }
 
 
@@ -349,9 +356,11 @@ def search_body(
 
 
 def _ordered(body: dict[str, Any]) -> dict[str, Any]:
-    """rank, id, title, score, image, attributes: the documented key order."""
+    """rank, id, title, score, image, attributes, images, description: the documented
+    key order."""
     return {"id": body["id"], "title": body["title"], "score": None,
-            "image": body["image"], "attributes": body["attributes"]}
+            "image": body["image"], "attributes": body["attributes"],
+            "images": body["images"], "description": body["description"]}
 
 
 def error_body(error: ClipsearchError) -> dict[str, Any]:

@@ -72,8 +72,16 @@ def _schemas() -> dict[str, Any]:
         "additionalProperties": scalar,
     }
     image_url = {"type": "string", "nullable": True,
-                 "description": "URL a browser can load the product image from (a path on "
-                 "the local server, a presigned S3 URL on AWS), or null when there is none."}
+                 "description": "URL a browser can load the product's main image from (a "
+                 "path on the local server, a presigned S3 URL on AWS), or null when there "
+                 "is none."}
+    images = {"type": "array", "items": {"type": "string", "nullable": True},
+              "description": "Every image of the product, main first, as URLs like image "
+              "(null for one a browser cannot load); explain's image_index counts in this "
+              "list. On AWS only the images in S3 are listed."}
+    description = {"type": "string", "nullable": True,
+                   "description": "The catalog's description, searched by lexical and "
+                   "hybrid modes."}
     return {
         "Filters": {
             "type": "object",
@@ -146,7 +154,8 @@ def _schemas() -> dict[str, Any]:
         },
         "Result": {
             "type": "object",
-            "required": ["rank", "id", "title", "score", "image", "attributes"],
+            "required": ["rank", "id", "title", "score", "image", "attributes", "images",
+                         "description"],
             "properties": {
                 "rank": {"type": "integer", "minimum": 1},
                 "id": {"type": "string"},
@@ -155,6 +164,8 @@ def _schemas() -> dict[str, Any]:
                           "description": SCORE_DOC},
                 "image": image_url,
                 "attributes": attributes,
+                "images": images,
+                "description": description,
                 "explain": _ref("Explain"),
             },
         },
@@ -173,9 +184,10 @@ def _schemas() -> dict[str, Any]:
         },
         "Product": {
             "type": "object",
-            "required": ["id", "title", "image", "attributes"],
+            "required": ["id", "title", "image", "attributes", "images", "description"],
             "properties": {"id": {"type": "string"}, "title": {"type": "string"},
-                           "image": image_url, "attributes": attributes},
+                           "image": image_url, "attributes": attributes, "images": images,
+                           "description": description},
         },
         "Health": {
             "type": "object",

@@ -169,21 +169,23 @@ class TimedH11Protocol(H11Protocol):
 API_PREFIXES = frozenset({"search", "products", "facets", "health", "images", "openapi.json"})
 
 
-def local_image_url(product: Product) -> str | None:
-    """Catalog files are served by /images/{id}; http(s) images are linked as they are.
+def local_image_url(product: Product, n: int = 0) -> str | None:
+    """Catalog files are served by /images/{id} (the main image) and /images/{id}/{n};
+    http(s) images are linked as they are.
 
     s3:// images cannot be shown by a local server, and files that are not
     raster images are never served, so both come back as null rather than as a
     link that would fail.
     """
-    image = product.image
+    image = product.images[n] if 0 <= n < len(product.images) else None
     if not image:
         return None
     if image.startswith(("http://", "https://")):
         return image
     if "://" in image or Path(image).suffix.lower() not in IMAGE_TYPES:
         return None
-    return f"/images/{quote(product.id, safe='')}"
+    path = f"/images/{quote(product.id, safe='')}"
+    return path if n == 0 else f"{path}/{n}"
 
 
 def _api_response(resp: api.ApiResponse) -> Response:
@@ -270,14 +272,20 @@ def create_app(
         return Response(openapi_bytes, media_type=api.JSON_CONTENT_TYPE)
 
     @app.api_route("/images/{product_id}", methods=["GET", "HEAD"], include_in_schema=False)
-    def product_image(product_id: str) -> Response:
+    @app.api_route("/images/{product_id}/{n}", methods=["GET", "HEAD"],
+                   include_in_schema=False)
+    def product_image(product_id: str, n: str = "0") -> Response:
         # The file path comes from the catalog record, never from the URL,
         # so no URL can reach a file that is not some product's image.
         try:
             product = service.get_product(validate_product_id(product_id, "id"))
         except ClipsearchError as exc:
             return _error(exc)
-        path = Path(product.image) if product.image and "://" not in product.image else None
+        if not (n.isascii() and n.isdigit() and len(n) <= 4) or int(n) >= len(product.images):
+            return _error(NotFoundError(f"product {product.id!r} has no image {n[:20]!r}; it "
+                                        f"has {len(product.images)}", field="n"))
+        image = product.images[int(n)]
+        path = Path(image) if "://" not in image else None
         media_type = IMAGE_TYPES.get(path.suffix.lower()) if path else None
         data = _catalog_file(path) if path is not None and media_type else None
         if data is None:

@@ -235,9 +235,14 @@ def test_text_search_post(client, demo_service):
                                                          demo_service.model_name)
     assert [r["rank"] for r in body["results"]] == [1, 2, 3, 4, 5]
     for result in body["results"]:
-        assert list(result) == ["rank", "id", "title", "score", "image", "attributes"]
+        assert list(result) == ["rank", "id", "title", "score", "image", "attributes",
+                                "images", "description"]
         assert result["image"] == f"/images/{result['id']}"
         product = demo_service.index.get(result["id"])
+        # Every image, main first; the others at /images/{id}/{n}.
+        assert result["images"] == [result["image"]] + [
+            f"/images/{result['id']}/{n}" for n in range(1, len(product.images))]
+        assert result["description"] == product.description
         assert result["title"] == product.title
         assert result["attributes"] == dict(product.attributes)
     scores = [r["score"] for r in body["results"]]
@@ -318,7 +323,10 @@ def test_product(client, demo_products):
     product = demo_products[2]
     body = client.get(f"/products/{product.id}").json()
     assert body == {"id": product.id, "title": product.title,
-                    "image": f"/images/{product.id}", "attributes": dict(product.attributes)}
+                    "image": f"/images/{product.id}", "attributes": dict(product.attributes),
+                    "images": [f"/images/{product.id}"] + [
+                        f"/images/{product.id}/{n}" for n in range(1, len(product.images))],
+                    "description": product.description}
 
 
 def test_health_and_trailing_slash(client, demo_service, demo_products):

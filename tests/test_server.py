@@ -107,6 +107,20 @@ def test_product_images_are_served_from_the_catalog(client, demo_products):
     assert head.status_code == 200 and head.headers["content-type"] == "image/png"
 
 
+def test_every_image_of_a_product_is_served_by_its_position(client, demo_products):
+    product = next(p for p in demo_products if len(p.images) > 1)
+    for n, image in enumerate(product.images):
+        resp = client.get(f"/images/{product.id}/{n}")
+        assert resp.status_code == 200 and resp.content == Path(image).read_bytes()
+    assert client.get(f"/products/{product.id}").json()["images"] == [
+        f"/images/{product.id}"] + [f"/images/{product.id}/{n}"
+                                    for n in range(1, len(product.images))]
+    for bad in (str(len(product.images)), "x", "-1", "%EF%BC%91", "99999"):
+        resp = client.get(f"/images/{product.id}/{bad}")
+        assert resp.status_code == 404, bad
+        assert resp.json()["error"] == "not_found" and "has no image" in resp.json()["message"]
+
+
 @pytest.mark.parametrize("path", [
     "/images/..%2F..%2F..%2Fetc%2Fpasswd",
     "/images/%2Fetc%2Fpasswd",
