@@ -570,6 +570,30 @@ def test_api_validates_requests(synth: Synth) -> None:
         "ValidateRequestParameters"] is True
 
 
+def test_api_model_accepts_the_search_modes_and_rejects_bad_values(synth: Synth) -> None:
+    """The gateway's own validation of mode/explain/fusion/lexical_weight, run with a real
+    draft-4 validator against the synthesized model (what API Gateway evaluates)."""
+    import jsonschema
+
+    post = _methods(synth)[("/search", "POST")]
+    schema = synth.template["Resources"][post["RequestModels"]["application/json"]["Ref"]][
+        "Properties"]["Schema"]
+    validator = jsonschema.Draft4Validator(schema)
+    for good in ({"text": "jar", "mode": "hybrid", "explain": True, "fusion": "weighted",
+                  "lexical_weight": 0.3},
+                 {"text": "jar", "mode": "lexical"}, {"text": "jar", "mode": "vector",
+                                                      "fusion": "rrf", "lexical_weight": 0}):
+        assert list(validator.iter_errors(good)) == [], good
+    for bad, field in (({"text": "jar", "mode": "fuzzy"}, "mode"),
+                       ({"text": "jar", "explain": "yes"}, "explain"),
+                       ({"text": "jar", "fusion": "max"}, "fusion"),
+                       ({"text": "jar", "lexical_weight": 1.5}, "lexical_weight"),
+                       ({"text": "jar", "lexical_weight": -0.1}, "lexical_weight"),
+                       ({"text": "jar", "lexical_weight": "half"}, "lexical_weight")):
+        errors = list(validator.iter_errors(bad))
+        assert [list(e.path) for e in errors] == [[field]], (bad, errors)
+
+
 def test_api_requires_the_key_except_on_health_and_preflight(synth: Synth) -> None:
     for (path, verb), method in _methods(synth).items():
         expected = synth.config.api_key_required and path != "/health" and verb != "OPTIONS"
