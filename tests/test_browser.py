@@ -131,6 +131,44 @@ def test_search_page_end_to_end(browser, base_url, demo_products, tmp_path):
     page.get_by_role("button", name="Previous").click()
     wait_for_results(page, "Results 1–24")
 
+    # The mode selector: exact words only, then hybrid with "why this result" on demand.
+    mode = page.get_by_label("Match", exact=True)
+    with page.expect_response(lambda r: r.url.endswith("/search")):
+        mode.select_option("lexical")
+    wait_for_results(page, "for “red circle”")
+    lexical = call(base_url, "/search", {"text": "red circle", "k": PAGE_SIZE,
+                                         "mode": "lexical"})
+    assert grid(page) == expected(lexical["results"])
+    explain_requests: list[str] = []
+    page.on("request", lambda r: r.url.endswith("/search") and '"explain":true' in (
+        r.post_data or "") and explain_requests.append(r.post_data))
+    with page.expect_response(lambda r: r.url.endswith("/search")):
+        mode.select_option("hybrid")
+    wait_for_results(page, "for “red circle”")
+    hybrid = call(base_url, "/search", {"text": "red circle", "k": PAGE_SIZE,
+                                        "mode": "hybrid", "explain": True})
+    assert grid(page) == expected(hybrid["results"])
+    assert explain_requests == []  # nothing asked for yet
+    cards = page.locator("#grid > li.card")
+    for n in (0, 2):
+        cards.nth(n).get_by_text("Why this result?").click()
+        why = cards.nth(n).locator(".why dl")
+        explain = hybrid["results"][n]["explain"]
+        expect(why).to_contain_text(f"Fused (rrf){explain['score']:.3f}")
+        for name, label in (("vector", "Meaning"), ("lexical", "Words")):
+            signal = explain["signals"][name]
+            text = (f"rank {signal['rank']}, score {signal['score']:.3f}"
+                    if signal["rank"] is not None else "not among this signal")
+            expect(why).to_contain_text(f"{label}{text}")
+        expect(why).to_contain_text(
+            f"Best imagecosine {explain['signals']['image']['score']:.3f} (best of 1)")
+    assert len(explain_requests) == 1  # one request explains the whole page
+    page.screenshot(path=str(ARTIFACTS / "why-this-result.png"), full_page=False)
+    with page.expect_response(lambda r: r.url.endswith("/search")):
+        mode.select_option("")  # back to the API's default
+    wait_for_results(page, "Results 1–24")
+    assert grid(page) == expected(api["results"])
+
     # 2. Upload an image (file picker): by itself it finds its own product first.
     target = demo_products[17]
     box.fill("")

@@ -20,6 +20,7 @@
     imageInput: $("image-input"), imageButton: $("image-button"), imageChip: $("image-chip"),
     imagePreview: $("image-preview"), imageName: $("image-name"), imageRemove: $("image-remove"),
     mix: $("mix"), mixRange: $("mix-range"), searchButton: $("search-button"),
+    mode: $("mode"),
     filtersDetails: $("filters-details"), filtersForm: $("filters-form"),
     filterFields: $("filter-fields"), filtersEmpty: $("filters-empty"),
     filterCount: $("filter-count"), clearFilters: $("clear-filters"),
@@ -39,6 +40,8 @@
     offset: 0,
     controller: null, // AbortController of the request in flight
     searched: false,
+    shown: null,      // the request behind the results on screen, for "why this result"
+    explained: null,  // Promise of id -> explain object for those results
   };
 
   // ------------------------------------------------------------------ API
@@ -106,6 +109,7 @@
       body.weights = { text: 1 - imageShare, image: imageShare };
     }
     if (filters) body.filters = filters;
+    if (el.mode.value) body.mode = el.mode.value;  // unset: the API's default for the query
     const kind = state.text && state.image ? `for “${state.text}” + image`
       : state.text ? `for “${state.text}”` : "for your image";
     return {
@@ -139,6 +143,8 @@
       const data = await api(request.path, { ...request.options, signal: controller.signal });
       if (controller !== state.controller) return;
       state.searched = true;
+      state.shown = request;
+      state.explained = null;
       render(data, request.describe);
       if (focusResults) el.results.focus({ preventScroll: false });
     } catch (err) {
@@ -179,7 +185,7 @@
   function render(data, describe) {
     el.welcome.hidden = true;
     const results = data.results || [];
-    el.grid.replaceChildren(...results.map(renderCard));
+    el.grid.replaceChildren(...results.map((result) => renderCard(result, data.mode)));
     const first = data.offset + 1;
     const last = data.offset + results.length;
     if (results.length) {
@@ -198,7 +204,7 @@
     if (state.similar) el.similarTitle.textContent = state.similar.title;
   }
 
-  function renderCard(result) {
+  function renderCard(result, mode) {
     const li = document.createElement("li");
     li.className = "card";
     li.dataset.id = result.id;
@@ -233,11 +239,12 @@
 
     const score = document.createElement("p");
     score.className = "score";
-    const pct = Math.max(0, Math.min(1, (result.score + 1) / 2));
+    const cosine = mode === "vector";
+    const pct = Math.max(0, Math.min(1, cosine ? (result.score + 1) / 2 : result.score));
     score.innerHTML = '<span class="score-bar" aria-hidden="true"><span></span></span><span class="score-value"></span>';
     score.querySelector(".score-bar span").style.width = `${(pct * 100).toFixed(1)}%`;
     score.querySelector(".score-value").textContent = `score ${result.score.toFixed(3)}`;
-    score.title = "Cosine similarity to the query (−1 to 1)";
+    score.title = SCORE_MEANING[mode] || SCORE_MEANING.vector;
 
     const attrs = document.createElement("ul");
     attrs.className = "attrs";
@@ -258,9 +265,97 @@
       runSearch({ focusResults: true });
     });
 
-    body.append(title, score, attrs, more);
+    body.append(title, score, attrs, renderWhy(result), more);
     li.append(thumb, body);
     return li;
+  }
+
+  // ------------------------------------------------------------------ why this result
+
+  const SCORE_MEANING = {
+    vector: "Cosine similarity of the product's best image or title to the query (−1 to 1)",
+    lexical: "Word match (BM25) relative to the best match (0 to 1)",
+    hybrid: "Words and meaning fused into one score (0 to 1)",
+  };
+  const SIGNAL_NAMES = {
+    exact_id: "Exact id", vector: "Meaning", lexical: "Words", image: "Best image", title: "Title",
+  };
+
+  // A collapsed "Why this result?" per card. The explanations are asked for only when
+  // one is opened: the same request again with explain=true, once per results page.
+  function renderWhy(result) {
+    const why = document.createElement("details");
+    why.className = "why";
+    const summary = document.createElement("summary");
+    summary.textContent = "Why this result?";
+    const content = document.createElement("div");
+    content.className = "why-content";
+    why.append(summary, content);
+    why.addEventListener("toggle", async () => {
+      if (!why.open || why.dataset.loaded) return;
+      content.textContent = "Loading…";
+      try {
+        const explained = await explanations();
+        const explain = explained.get(result.id);
+        content.replaceChildren(explain ? describeExplain(explain)
+          : document.createTextNode("This product is no longer in these results."));
+        why.dataset.loaded = "true";
+      } catch (err) {
+        content.textContent = `Could not load the explanation: ${err.message}`;
+      }
+    });
+    return why;
+  }
+
+  function explanations() {
+    if (!state.explained) {
+      const request = state.shown;
+      let path = request.path;
+      const options = { ...request.options };
+      if (options.body) {
+        options.body = JSON.stringify({ ...JSON.parse(options.body), explain: true });
+      } else {
+        path += `${path.includes("?") ? "&" : "?"}explain=true`;
+      }
+      state.explained = api(path, options).then((data) =>
+        new Map((data.results || []).map((r) => [r.id, r.explain])));
+      state.explained.catch(() => { state.explained = null; });  // a retry may work
+    }
+    return state.explained;
+  }
+
+  function describeExplain(explain) {
+    const list = document.createElement("dl");
+    const add = (name, text) => {
+      const dt = document.createElement("dt");
+      dt.textContent = name;
+      const dd = document.createElement("dd");
+      dd.textContent = text;
+      list.append(dt, dd);
+    };
+    const num = (value) => (value === null || value === undefined ? "–" : value.toFixed(3));
+    for (const [name, signal] of Object.entries(explain.signals || {})) {
+      const label = SIGNAL_NAMES[name] || name;
+      if (name === "exact_id") {
+        add(label, "the query is this product's id");
+      } else if (name === "image") {
+        add(label, signal.vectors ? `cosine ${num(signal.score)} (best of ${signal.vectors})`
+          : "no image indexed");
+      } else if (name === "title") {
+        add(label, signal.score === null ? "no title vector" : `cosine ${num(signal.score)}`);
+      } else if (signal.rank === null) {
+        add(label, "not among this signal's best matches");
+      } else {
+        let text = `rank ${signal.rank}, score ${num(signal.score)}`;
+        if (signal.matched === "title") text += ", via the title";
+        if (signal.matched === "image") {
+          text += signal.image_index ? `, via image ${signal.image_index + 1}` : ", via the main image";
+        }
+        add(label, text);
+      }
+    }
+    add(explain.mode === "hybrid" ? `Fused (${explain.fusion})` : "Score", num(explain.score));
+    return list;
   }
 
   // ------------------------------------------------------------------ errors
@@ -505,6 +600,12 @@
   });
 
   el.q.addEventListener("input", updateMix);
+  el.mode.addEventListener("change", () => {
+    if (hasQuery() && state.searched && !state.similar) {
+      state.offset = 0;
+      runSearch();
+    }
+  });
   el.q.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && el.q.value) {
       el.q.value = "";
