@@ -382,13 +382,17 @@ class Bootstrap:
             result = sync_objects(self.s3, bucket, items, workers=opts.upload_workers,
                                   existing=existing, on_done=lambda _i, _o: bar.update(1))
         step.seconds = time.perf_counter() - t0
-        owners: dict[str, list[str]] = {}
+        owners: dict[str, list[str]] = {}  # image key -> the records (see record_id) using it
         for rid, image in prepared.images.items():
-            owners.setdefault(image.key, []).append(product_of(rid))
+            owners.setdefault(image.key, []).append(rid)
         for key, reason in sorted(result.failures.items()):
-            self.report.failures += [Failure(pid, "upload", f"upload of {key} failed: {reason}")
-                                     for pid in dict.fromkeys(owners.get(key, []))]
-        step.status, step.products = "done", sum(len(owners.get(i.key, [])) for i in items)
+            for rid in owners.get(key, []):
+                # A main image fails its product; a further one is left out of it.
+                failure = Failure(rid, "upload", f"upload of {key} failed: {reason}")
+                (self.report.failures if product_of(rid) == rid
+                 else self.report.left_out).append(failure)
+        step.status = "done"
+        step.products = len({product_of(rid) for i in items for rid in owners.get(i.key, [])})
         step.detail = result.to_dict()
         step.summary = (f"{len(result.uploaded)} uploaded ({result.bytes_uploaded / 1e6:.1f} MB),"
                         f" {len(result.unchanged)} unchanged, {len(result.failures)} failed")
