@@ -839,6 +839,10 @@ class ProductAssembler:
         self.waiting: dict[str, set[str]] = {}
         for rid in record_ids:
             self.waiting.setdefault(product_of(rid), set()).add(rid)
+        # A product whose main image is not in the transform (its upload or its record
+        # failed, and that step reported the product) is not indexed from the rest.
+        self.headless = {pid for pid, rids in self.waiting.items()
+                         if products[pid].images and pid not in rids}
         self.vectors: dict[str, dict[str, Any]] = {}
         self.failed: dict[str, dict[str, Failure]] = {}
         self.left_out: list[Failure] = []
@@ -864,6 +868,8 @@ class ProductAssembler:
                 continue
             del self.waiting[pid]
             got, bad = self.vectors.pop(pid, {}), self.failed.pop(pid, {})
+            if pid in self.headless:
+                continue
             if pid in bad or not got:
                 first = bad.get(pid) or next(iter(bad.values()))
                 failed.append(Failure(pid, first.step, first.reason))
