@@ -160,8 +160,9 @@ def test_search_page_end_to_end(browser, base_url, demo_products, tmp_path):
             text = (f"rank {signal['rank']}, score {signal['score']:.3f}"
                     if signal["rank"] is not None else "not among this signal")
             expect(why).to_contain_text(f"{label}{text}")
+        image = explain["signals"]["image"]
         expect(why).to_contain_text(
-            f"Best imagecosine {explain['signals']['image']['score']:.3f} (best of 1)")
+            f"Best imagecosine {image['score']:.3f} (best of {image['vectors']})")
     assert len(explain_requests) == 1  # one request explains the whole page
     page.screenshot(path=str(ARTIFACTS / "why-this-result.png"), full_page=False)
     with page.expect_response(lambda r: r.url.endswith("/search")):
