@@ -305,12 +305,13 @@ def test_a_slow_endpoint_ends_the_invocation_in_time_failing_exactly_what_is_not
         product_of = {m["MessageId"]: body_key(m).removeprefix("images%2F").removesuffix(
             ".png") for m in batch}
         proxy.delays["/invocations"] = SLOW_DELAY_S
+        warm_calls = sum(1 for _, _, path in proxy.recorded if "/invocations" in path)
 
         started = time.monotonic()
         response = world.ingest.handler(sqs_event(world, batch),
                                         LambdaContext(remaining_ms=SLOW_BUDGET_S * 1000))
         elapsed = time.monotonic() - started
-        calls = sum(1 for _, _, path in proxy.recorded if "/invocations" in path)
+        calls = sum(1 for _, _, path in proxy.recorded if "/invocations" in path) - warm_calls
         print(f"slow endpoint: returned after {elapsed:.1f} s of {SLOW_BUDGET_S} s, "
               f"{len(list(iter_failures(response)))} of {SLOW_IMAGES} failed, {calls} calls")
 
