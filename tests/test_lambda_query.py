@@ -64,13 +64,15 @@ def lambda_request(world, case: api_cases.Case) -> tuple[int, dict[str, str], di
 # --------------------------------------------------------------------------- parity
 
 
-def _image_target(body):
-    """Presigned URLs carry a signature and timestamp: compare what they point at."""
+def _image_target(body, key: str | None = None):
+    """Presigned URLs (`image`, and each of `images`) carry a signature and timestamp:
+    compare what they point at."""
     if isinstance(body, dict):
-        return {k: (urlsplit(v).path if k == "image" and isinstance(v, str) and "?" in v
-                    else _image_target(v)) for k, v in body.items()}
+        return {k: _image_target(v, k) for k, v in body.items()}
     if isinstance(body, list):
-        return [_image_target(v) for v in body]
+        return [_image_target(v, key) for v in body]
+    if key in ("image", "images") and isinstance(body, str) and "?" in body:
+        return urlsplit(body).path
     return body
 
 

@@ -50,7 +50,8 @@ def test_response_shape(service, demo_products):
     assert response["model"] == service.model_name == Path(service.encoder.model_id).name
     assert [r["rank"] for r in response["results"]] == [1, 2, 3, 4, 5]
     first = response["results"][0]
-    assert list(first) == ["rank", "id", "title", "score", "image", "attributes"]
+    assert list(first) == ["rank", "id", "title", "score", "image", "attributes", "images",
+                           "description"]
     scores = [r["score"] for r in response["results"]]
     assert scores == sorted(scores, reverse=True)
     # A product scores by its best vector: its image's or its title's.
