@@ -13,7 +13,8 @@ tokenizers are generated here too, small but of the real kinds:
   Arabic; any other character still tokenizes, through its UTF-8 bytes;
 - OpenCLIP: OpenCLIP's bundled CLIP BPE (tiny preset), or the SigLIP
   SentencePiece above as the directory's HF tokenizer (SigLIP-architecture
-  presets, like Marqo-Ecommerce's).
+  presets, like Marqo-Ecommerce's, and its tiny stand-in `tiny-siglip`, whose
+  vision tower is timm's).
 
 "tiny" presets are for tests (seconds on CPU); the named presets have the
 real architecture of a published checkpoint, for speed benchmarks only.
@@ -77,6 +78,19 @@ PRESETS: dict[str, dict[str, dict]] = {
                            "head_width": 16},
             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32,
                          "heads": 2, "layers": 2}}},
+        # Marqo-Ecommerce's kind of model, tiny: a timm vision tower with MAP
+        # pooling (timm's own `test_vit`) and a SigLIP text tower reading the
+        # directory's SentencePiece tokenizer, canonicalized as ViT-B-16-SigLIP's.
+        "tiny-siglip": {"model_cfg": {
+            "embed_dim": 64, "init_logit_bias": -10, "custom_text": True,
+            "vision_cfg": {"image_size": 64, "timm_model_name": "test_vit",
+                           "timm_model_pretrained": False, "timm_pool": "map",
+                           "timm_proj": "none"},
+            "text_cfg": {"context_length": 64, "vocab_size": 0,
+                         "hf_tokenizer_name": "timm/ViT-B-16-SigLIP",
+                         "tokenizer_kwargs": {"clean": "canonicalize"}, "width": 32,
+                         "heads": 2, "layers": 2, "no_causal_mask": True, "proj_bias": True,
+                         "pool_type": "last", "norm_kwargs": {"eps": 1e-6}}}},
         # OpenCLIP's ViT-B-16-SigLIP / ViT-L-16-SigLIP-384, the architectures of
         # Marqo/marqo-ecommerce-embeddings-B and -L.
         "marqo-ecommerce-b": {"builtin": "ViT-B-16-SigLIP"},
@@ -224,11 +238,15 @@ def build_random_openclip(directory: Path, preset: str = "tiny", seed: int = 0) 
     directory.mkdir(parents=True, exist_ok=True)
     if "builtin" in spec:
         model_cfg = open_clip.get_model_config(spec["builtin"])
-        # The config names a hub tokenizer; from a local directory OpenCLIP
-        # loads it from the directory instead, so write one there.
-        _siglip_tokenizer(directory).save_pretrained(directory)
     else:
         model_cfg = json.loads(json.dumps(spec["model_cfg"]))
+    if model_cfg["text_cfg"].get("hf_tokenizer_name"):
+        # The config names a hub tokenizer; from a local directory OpenCLIP
+        # loads it from the directory instead, so write one there.
+        tokenizer = _siglip_tokenizer(directory)
+        tokenizer.save_pretrained(directory)
+        if not model_cfg["text_cfg"].get("vocab_size"):  # tiny: the tokenizer's own size
+            model_cfg["text_cfg"]["vocab_size"] = len(tokenizer)
     torch.manual_seed(seed)
     logging.disable(logging.WARNING)  # "no weights found": that is the point here
     try:

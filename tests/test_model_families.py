@@ -26,13 +26,14 @@ from clipsearch.service import SearchService
 from tests.conftest import png_bytes
 
 ATOL = 1e-5
-# (family, preset, encoder class, dimension)
+# (family, preset, encoder class)
 MODELS = [
     ("clip", "tiny", "ClipEncoder"),
     ("siglip", "tiny", "SiglipEncoder"),
     ("siglip2", "tiny", "Siglip2Encoder"),
     ("siglip2", "tiny-naflex", "Siglip2Encoder"),
     ("openclip", "tiny", "OpenClipEncoder"),
+    ("openclip", "tiny-siglip", "OpenClipEncoder"),
 ]
 TEXTS = ["red leather shoe", "Blue Striped Shirt", "a chair"]
 MULTILINGUAL = ["Zapato rojo de cuero", "Roter Lederschuh", "赤い革の靴", "حذاء جلد أحمر"]
@@ -136,14 +137,16 @@ def test_family_is_read_from_the_models_own_config(family_model):
     assert detect_family(str(directory)) == family
     assert type(encoder).__name__ == cls and encoder.family == family
     assert isinstance(encoder, Encoder)
-    assert encoder.dimension == 32  # every tiny preset's embedding width
+    family_preset = next(key for key, (_, built) in _BUILT.items() if built is encoder)
+    # Every tiny preset's embedding width; timm's test_vit is 64 wide.
+    assert encoder.dimension == (64 if family_preset == ("openclip", "tiny-siglip") else 32)
 
 
 def test_text_embeddings_equal_the_family_reference_pipeline(family_model):
     family, directory, _, encoder = family_model
     ours = encoder.encode_texts(TEXTS)
     reference = _reference_texts(family, directory, [encoder.format_query(t) for t in TEXTS])
-    assert ours.dtype == np.float32 and ours.shape == (len(TEXTS), 32)
+    assert ours.dtype == np.float32 and ours.shape == (len(TEXTS), encoder.dimension)
     np.testing.assert_allclose(ours, reference, atol=ATOL)
 
 
@@ -247,3 +250,38 @@ def test_cli_builds_ingests_and_searches_with_any_family(tmp_path, capsys, demo_
     assert main(["model", "random", str(tmp_path / "x"), "--family", "siglip",
                  "--preset", "vit-b-32"]) == 2
     assert "unknown siglip preset 'vit-b-32'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ SageMaker
+
+
+def test_packaged_handler_serves_the_family_as_the_local_encoder(family_model, tmp_path):
+    """The real packager and handler (in the emulator) give the local encoder's vectors,
+    and the artifact records the family, dimension and the family's own template."""
+    import base64
+    import json
+
+    from clipsearch.sagemaker.emulator import ModelHandler
+    from clipsearch.sagemaker.package import build_artifact, describe_artifact
+
+    family, directory, _, encoder = family_model
+    artifact = build_artifact(directory, tmp_path / "model.tar.gz")
+    meta = describe_artifact(artifact.path)
+    assert (artifact.family, artifact.dimension) == (family, encoder.dimension)
+    assert (meta["family"], meta["dimension"]) == (family, encoder.dimension)
+    assert meta["prompt_template"] == encoder.prompt_template
+    handler = ModelHandler.from_artifact(artifact.path)
+    try:
+        images = _images()
+        body = json.dumps({"texts": TEXTS + MULTILINGUAL,
+                           "images": [base64.b64encode(i).decode() for i in images]})
+        result = handler.invoke(body.encode(), "application/json", None)
+        assert result.ok, result.body[:300]
+        answer = json.loads(result.body)
+        assert answer["dimension"] == encoder.dimension
+        np.testing.assert_allclose(answer["text_embeddings"],
+                                   encoder.encode_texts(TEXTS + MULTILINGUAL), atol=ATOL)
+        np.testing.assert_allclose(answer["image_embeddings"], encoder.encode_images(images),
+                                   atol=ATOL)
+    finally:
+        handler.close()

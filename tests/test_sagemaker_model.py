@@ -14,6 +14,7 @@ import importlib.util
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -135,6 +136,59 @@ def test_packager_refuses_what_the_container_cannot_load(staged, change, words):
     assert words in message and "2.6.0-transformers4.51.3-cpu" in message
     # It says what to do.
     assert "scripts/package_model.py" in message or "SUPPORTED_MODEL_TYPES" in message
+
+
+@pytest.fixture(scope="module")
+def openclip_staged(tmp_path_factory) -> Path:
+    """A Marqo-shaped tiny OpenCLIP model (timm tower, HF tokenizer), staged for SageMaker."""
+    from clipsearch.random_models import build_random_model
+    from clipsearch.sagemaker.package import stage_model
+
+    model = build_random_model(tmp_path_factory.mktemp("openclip"), family="openclip",
+                               preset="tiny-siglip")
+    staging = tmp_path_factory.mktemp("openclip-staged")
+    stage_model(model, staging)
+    return staging
+
+
+def test_openclip_artifact_vendors_open_clip_and_its_tokenizer(openclip_staged):
+    """open_clip is not in the image: the artifact brings it (and timm for a timm tower),
+    pure Python only, plus the HF tokenizer the container could not download."""
+    import json
+
+    staged = openclip_staged
+    meta = json.loads((staged / "clipsearch-model.json").read_text())
+    assert meta["family"] == "openclip" and meta["dimension"] == 64
+    assert meta["prompt_template"] == "{}"
+    assert set(meta["vendored"]) == {"open_clip_torch", "ftfy", "wcwidth", "timm"}
+    code = staged / "code"
+    for package in ("open_clip", "ftfy", "wcwidth", "timm"):
+        assert (code / package / "__init__.py").is_file()
+    assert (code / "open_clip" / "bpe_simple_vocab_16e6.txt.gz").is_file()  # package data too
+    assert not (code / "open_clip_train").exists()  # training code is not served
+    assert not [p for p in code.rglob("*") if p.suffix in (".so", ".pyc")]
+    assert {"open_clip_config.json", "open_clip_model.safetensors", "spiece.model",
+            "tokenizer_config.json"} <= {p.name for p in staged.iterdir()}
+    assert "backend" not in json.loads((staged / "tokenizer_config.json").read_text())
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda d: shutil.rmtree(d / "code" / "open_clip"), "code/open_clip (vendored"),
+    (lambda d: shutil.rmtree(d / "code" / "timm"), "code/timm (vendored"),
+    (lambda d: (d / "tokenizer_config.json").unlink(), "the Hugging Face tokenizer"),
+    (lambda d: (d / "open_clip_model.safetensors").unlink(), "open_clip_model.safetensors is"),
+], ids=["no open_clip", "no timm", "no tokenizer", "no weights"])
+def test_packager_refuses_an_openclip_artifact_missing_what_it_needs(openclip_staged, tmp_path,
+                                                                     change, words):
+    from clipsearch.sagemaker.package import check_container_layout
+
+    staged = tmp_path / "staged"
+    shutil.copytree(openclip_staged, staged)
+    check_container_layout(staged)
+    change(staged)
+    with pytest.raises(ConfigurationError) as error:
+        check_container_layout(staged)
+    assert words in str(error.value) and "scripts/package_model.py" in str(error.value)
 
 
 def _load_script():

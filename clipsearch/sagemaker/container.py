@@ -46,9 +46,13 @@ MODEL_ENVIRONMENT = {
     "MMS_DEFAULT_WORKERS_PER_MODEL": "1",
 }
 
-# The model families (config.json `model_type`) this container's transformers
-# loads through our handler. The packager refuses anything else.
-SUPPORTED_MODEL_TYPES = ("clip",)
+# The transformers model families (config.json `model_type`) this container's
+# transformers loads through our handler; OpenCLIP (open_clip_config.json) is
+# served too, with open_clip vendored in the artifact. The packager refuses
+# anything else. SigLIP's slow SentencePiece tokenizer needs sentencepiece and
+# protobuf, which the image has (`transformers[sentencepiece,...]` in
+# Dockerfile.cpu); Siglip2Model arrived in transformers 4.49.
+SUPPORTED_MODEL_TYPES = ("clip", "siglip", "siglip2")
 
 # The parity virtualenv: the versions above, installed from PyPI. torch,
 # torchvision and torchaudio go in without dependencies (see
@@ -80,6 +84,12 @@ PARITY_PINS = (
     # toolkit's pyctcdecode requires numpy<2, so the image has a 1.x too.
     "numpy==1.26.4",
     "pillow==11.3.0",
+    # Unpinned in the image (transformers' [sentencepiece] extra); 0.2.1
+    # (2025-08) was the newest release when it was built (0.2.2 is from
+    # 2026-07). It matters: 0.2.3's sentencepiece_model_pb2 needs protobuf's
+    # runtime_version (5.26+), so under the image's protobuf<=3.20.2 SigLIP's
+    # slow tokenizer would fail to load, which 0.2.1's does not.
+    "sentencepiece==0.2.1",
 )
 
 

@@ -1,4 +1,4 @@
-"""A local stand-in for a SageMaker endpoint serving the packaged CLIP model.
+"""A local stand-in for a SageMaker endpoint serving the packaged model (any family).
 
 Why it exists: the Lambdas, the bootstrap and `SageMakerEncoder` must be
 tested against what SageMaker really does with our artifact, not against a

@@ -51,6 +51,17 @@ model_server.MMS_CONFIG_FILE = hf_model_server.MMS_CONFIG_FILE = sys.argv[1]
 from sagemaker_huggingface_inference_toolkit import serving
 serving.main()
 """
+# The toolkit's calls on our handler, in the container's Python without the
+# model server: body on stdin, the answer on stdout.
+_IN_PROCESS = """
+import sys
+sys.path.insert(0, sys.argv[1] + "/code")
+import inference
+model = inference.model_fn(sys.argv[1])
+request = inference.input_fn(sys.stdin.buffer.read(), sys.argv[2])
+answer = inference.output_fn(inference.predict_fn(request, model), sys.argv[2])
+sys.stdout.write(answer if isinstance(answer, str) else answer.decode())
+"""
 # Logged by the model server each time a worker process exits (e.g. model_fn raised).
 WORKER_DIED = "Backend worker process died"
 # A readiness probe the handler must answer.
@@ -165,6 +176,25 @@ def serving_environment(root: Path, port: int, venv: Path,
         env["JAVA_HOME"] = os.environ["JAVA_HOME"]
     env.update(extra or {})
     return env
+
+
+def invoke_in_process(artifact: Path, root: Path, venv: Path, body: bytes,
+                      content_type: str, timeout: float = 180.0) -> str:
+    """One request through the handler in the parity venv's Python, without the model server.
+
+    Seconds instead of a stack start: it proves the container's Python,
+    torch and transformers load the artifact (with only its code/ on the
+    path) and reproduce the vectors, though not the model server's part.
+    """
+    model_dir = extract_artifact(artifact, root)
+    result = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", _IN_PROCESS, str(model_dir), content_type],
+        input=body, capture_output=True, cwd=root, timeout=timeout,
+        env=serving_environment(root, 0, venv))
+    if result.returncode != 0:
+        raise ServingStackError(f"the handler failed in the container's Python:\n"
+                                f"{_tail(result.stderr.decode(errors='replace'))}")
+    return result.stdout.decode()
 
 
 def start(artifact: Path, root: Path, venv: Path, *, environment: Mapping[str, str] | None = None,

@@ -1,10 +1,12 @@
-"""CLIP inference handler for the SageMaker Hugging Face PyTorch container.
+"""Embedding handler for the SageMaker Hugging Face PyTorch container, any model family.
 
 It follows the SageMaker inference toolkit contract (`model_fn`, `input_fn`,
-`predict_fn`, `output_fn`) and reuses clipsearch's own `ClipEncoder`:
+`predict_fn`, `output_fn`) and reuses clipsearch's own encoders (CLIP, SigLIP,
+SigLIP 2, OpenCLIP, chosen by `load_encoder` from the model's own files):
 `scripts/package_model.py` vendors the clipsearch modules next to this file
-(`code/clipsearch/...`), so the endpoint, the batch transform and the local
-index produce the same vectors for the same inputs.
+(`code/clipsearch/...`), and open_clip for OpenCLIP models, so the endpoint,
+the batch transform and the local index produce the same vectors for the same
+inputs.
 
 Requests (Content-Type):
 - `application/json`: `{"texts": [...], "images": [base64, ...]}`, either or
@@ -19,10 +21,11 @@ Requests (Content-Type):
   record never fails its neighbours: one corrupt image must not fail a whole
   transform job.
 
-The prompt template ("a photo of {}") is applied here, exactly once, to every
-text (unless a JSON request sets `"apply_template": false`). It is packaged
+The prompt template (CLIP's "a photo of {}", the bare query for the others)
+is applied here, exactly once, to every text (unless a JSON request sets
+`"apply_template": false`). It is packaged
 with the weights in `clipsearch-model.json`, so callers send raw query text
-and every caller of the endpoint gets what `ClipEncoder.encode_texts` gives.
+and every caller of the endpoint gets what the local encoder's `encode_texts` gives.
 
 Errors. The HF toolkit turns any exception into HTTP 400 carrying
 `str(exc)`; it cannot express other statuses. Client errors are therefore
@@ -30,7 +33,7 @@ raised as `ModelRequestError`, whose message is the tagged JSON document of
 `clipsearch.sagemaker.protocol`, from which `SageMakerEncoder` rebuilds the
 typed error (400 validation, 400 invalid image, 413 too large).
 
-Hardware. CUDA with fp16 when present, else CPU fp32 (ClipEncoder decides).
+Hardware. CUDA with fp16 when present, else CPU fp32 (the encoder decides).
 Images are decoded and preprocessed in a thread pool, one chunk ahead of the
 forward pass, because on a GPU decoding, not the model, is the bottleneck.
 Forward batches are bounded (`CLIPSEARCH_BATCH_SIZE`) so memory holds.
@@ -59,7 +62,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from clipsearch import config, strict
-from clipsearch.encoders.clip import ClipEncoder
+from clipsearch.encoders import load_encoder
+from clipsearch.encoders.towers import TowerEncoder
 from clipsearch.errors import (
     ClipsearchError,
     InvalidImageError,
@@ -130,7 +134,7 @@ def _max_items() -> int:
 class ClipModel:
     """What `model_fn` returns: the encoder plus the serving limits and decode pool."""
 
-    encoder: ClipEncoder
+    encoder: TowerEncoder
     model_id: str
     dimension: int
     pool: ThreadPoolExecutor
@@ -144,7 +148,11 @@ class ClipModel:
 
 
 def model_fn(model_dir: str) -> ClipModel:
-    """Load CLIP from the extracted artifact (`/opt/ml/model` in the container)."""
+    """Load the model from the extracted artifact (`/opt/ml/model` in the container).
+
+    The family comes from the weights' own files, as locally; the prompt
+    template is the one recorded at packaging (None: the family's default).
+    """
     meta_path = Path(model_dir) / METADATA_FILE
     meta: dict[str, Any] = {}
     if meta_path.is_file():
@@ -158,13 +166,17 @@ def model_fn(model_dir: str) -> ClipModel:
     # A GPU amortises its launch cost over far larger batches than a CPU.
     default_batch = 256 if device.startswith("cuda") else 32
     batch_size = min(MAX_BATCH_SIZE, _env_int("CLIPSEARCH_BATCH_SIZE", default_batch))
-    encoder = ClipEncoder(
+    encoder = load_encoder(
         model_dir,
-        prompt_template=meta.get("prompt_template") or config.DEFAULT_PROMPT_TEMPLATE,
+        prompt_template=meta.get("prompt_template"),
         batch_size=batch_size,
         device=device,
         dtype=dtype,
     )
+    family = meta.get("family")
+    if family is not None and family != encoder.family:
+        raise ValueError(f"{METADATA_FILE} says family {family} but the weights are "
+                         f"{encoder.family}")
     expected = meta.get("dimension")
     if expected is not None and int(expected) != encoder.dimension:
         raise ValueError(
@@ -177,16 +189,24 @@ def model_fn(model_dir: str) -> ClipModel:
         dimension=encoder.dimension,
         pool=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clip-decode"),
         workers=workers,
-        plan=PixelPlan.from_processor(encoder.processor.image_processor),
+        plan=_pixel_plan(encoder),
         jpeg_draft=os.environ.get("CLIPSEARCH_JPEG_DRAFT", "") in ("1", "true"),
     )
     _warm_up(model)
     logger.info(
-        "loaded %s (dimension %d) on %s/%s, batch %d, %d decode workers, %s preprocessing%s",
-        model.model_id, model.dimension, encoder.device, encoder.dtype, batch_size, workers,
+        "loaded %s (%s, dimension %d) on %s/%s, batch %d, %d decode workers, %s preprocessing%s",
+        model.model_id, encoder.label, model.dimension, encoder.device, encoder.dtype,
+        batch_size, workers,
         "split" if model.plan else "processor", ", JPEG draft" if model.jpeg_draft else "",
     )
     return model
+
+
+def _pixel_plan(encoder: TowerEncoder) -> PixelPlan | None:
+    """CLIP's split preprocessing where the encoder has a processor it mirrors."""
+    processor = getattr(encoder, "processor", None)  # OpenCLIP has transforms instead
+    image_processor = getattr(processor, "image_processor", None)
+    return PixelPlan.from_processor(image_processor) if image_processor is not None else None
 
 
 def _warm_up(model: ClipModel) -> None:
