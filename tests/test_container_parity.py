@@ -273,7 +273,9 @@ def test_the_check_fails_for_an_artifact_the_container_cannot_load(parity_venv, 
 def test_the_artifact_extracts_as_sagemaker_lays_it_out(served):
     model_dir = served.stack.model_dir
     assert (model_dir / "code" / "inference.py").is_file()
-    assert (model_dir / "preprocessor_config.json").is_file()
+    layout = ("open_clip_config.json" if served.family == "openclip"
+              else "preprocessor_config.json")
+    assert (model_dir / layout).is_file()
     with tarfile.open(served.artifact) as tar:
         names = {m.name for m in tar.getmembers() if m.isfile()}
     assert names == {p.relative_to(model_dir).as_posix()

@@ -192,7 +192,10 @@ def write_container_processor_files(staging: Path, encoder: Any) -> None:
 def clean_tokenizer_config(staging: Path, max_positions: int, tokenizer: Any = None) -> None:
     """Make tokenizer_config.json mean to the container's 4.x what it means here.
 
-    - Drop the keys transformers 5 adds (4.x would pass them to the constructor).
+    - Drop the keys transformers 5 adds (4.x would pass them to the constructor),
+      and turn its `extra_special_tokens` list (SigLIP's tokenizer writes one)
+      into 4.x's `additional_special_tokens`: 4.51 reads `extra_special_tokens`
+      as a mapping and failed on the list in the container.
     - Bound model_max_length: 5.x writes "no limit" (1e30) when the source said
       nothing; the text tower's position embeddings are the real limit.
     - Gemma's tokenizer (SigLIP 2): 5.x names NaFlex checkpoints'
@@ -212,6 +215,12 @@ def clean_tokenizer_config(staging: Path, max_positions: int, tokenizer: Any = N
         settings.pop(key, None)
     if float(settings.get("model_max_length", 0)) > max_positions:
         settings["model_max_length"] = max_positions
+    extra = settings.get("extra_special_tokens")
+    if isinstance(extra, list):  # 5.x's list; 4.x takes a name -> token mapping here
+        del settings["extra_special_tokens"]
+        if extra:
+            settings["additional_special_tokens"] = [
+                *(settings.get("additional_special_tokens") or []), *extra]
     if tokenizer is not None and settings.get("tokenizer_class") in _GEMMA_TOKENIZERS:
         settings["tokenizer_class"] = "GemmaTokenizer"
         ids = list(tokenizer("a")["input_ids"])

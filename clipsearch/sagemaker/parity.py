@@ -66,6 +66,10 @@ sys.stdout.write(answer if isinstance(answer, str) else answer.decode())
 WORKER_DIED = "Backend worker process died"
 # A readiness probe the handler must answer.
 READY_PROBE = json.dumps({"texts": ["ready"]}).encode()
+# The toolkit loads the model on the first request and answers a model_fn
+# failure as a 4xx, without the worker dying: that many refused probes in a row
+# mean the model does not load (a model that is still loading does not answer).
+REFUSED_PROBES = 3
 
 
 class ServingStackError(RuntimeError):
@@ -224,6 +228,7 @@ def start(artifact: Path, root: Path, venv: Path, *, environment: Mapping[str, s
 
 def _wait_ready(stack: ServingStack, timeout: float) -> None:
     deadline = stack.started_at + timeout
+    refused = 0
     while True:
         if stack.process.poll() is not None:
             raise ServingStackError(f"the serving stack exited ({stack.process.returncode}) "
@@ -236,9 +241,16 @@ def _wait_ready(stack: ServingStack, timeout: float) -> None:
             if stack.healthy_ping_s is None:
                 if stack.ping().status == 200:
                     stack.healthy_ping_s = time.monotonic() - stack.started_at
-            elif stack.invoke(READY_PROBE, "application/json").status == 200:
-                stack.ready_s = time.monotonic() - stack.started_at
-                return
+            else:
+                answer = stack.invoke(READY_PROBE, "application/json")
+                if answer.status == 200:
+                    stack.ready_s = time.monotonic() - stack.started_at
+                    return
+                refused = refused + 1 if 400 <= answer.status < 500 else 0
+                if refused >= REFUSED_PROBES:
+                    raise ServingStackError(
+                        f"the handler refuses every request ({answer.status} "
+                        f"{answer.body[:300]!r}); the model does not load:\n{_tail(stack.log())}")
         except OSError:
             pass  # not listening yet
         if time.monotonic() > deadline:
