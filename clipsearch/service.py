@@ -341,11 +341,12 @@ class SearchService:
         """Encode every image and the title of each product, in batches, and upsert them.
 
         A product is found by any of its images and by its title's meaning,
-        so each gets a vector. One bad main image fails its product alone; a
-        bad extra image is left out (and reported) while the product is
-        indexed with the rest. Images are read and decoded on a thread pool
-        while the model runs, so the CPU-bound forward pass is not left
-        waiting on disk or S3.
+        so each gets a vector; a product without any image is indexed by its
+        title and words alone (as the ingest Lambda and the bootstrap do). One
+        bad main image fails its product alone; a bad extra image is left out
+        (and reported) while the product is indexed with the rest. Images are
+        read and decoded on a thread pool while the model runs, so the
+        CPU-bound forward pass is not left waiting on disk or S3.
         """
         report = IngestReport()
         # Before the first vector, so a crash mid-ingest cannot leave vectors
@@ -354,11 +355,6 @@ class SearchService:
         batch: list[Product] = []
         with ThreadPoolExecutor(max_workers=self.decode_workers) as pool:
             for product in products:
-                if product.image is None:
-                    report.skipped.append((product.id, "no image"))
-                    if progress:
-                        progress(1)
-                    continue
                 batch.append(product)
                 if len(batch) >= batch_size:
                     self._ingest_batch(batch, pool, report, progress)
@@ -390,7 +386,7 @@ class SearchService:
         ready: list[tuple[Product, list[str]]] = []
         images: list[Any] = []
         for product in batch:
-            main = loaded[(product.id, product.images[0])]
+            main = loaded[(product.id, product.images[0])] if product.images else None
             if isinstance(main, Exception):
                 report.failed.append((product.id, str(main)))
                 continue
@@ -404,7 +400,7 @@ class SearchService:
                 images.append(image)
             ready.append((product, refs))
         if ready:
-            image_vectors = iter(self.encoder.encode_images(images))
+            image_vectors = iter(self.encoder.encode_images(images) if images else ())
             title_vectors = self.encoder.encode_texts([p.title for p, _ in ready])
             records = []
             for (product, refs), title_vector in zip(ready, title_vectors, strict=True):

@@ -136,14 +136,15 @@ def test_ingest_reports_bad_images_and_keeps_the_rest(encoder, tmp_path, demo_pr
     ]
     service = SearchService(encoder, LocalIndex(tmp_path / "idx"))
     report = service.ingest(products)
-    assert report.indexed == 1
-    assert dict(report.skipped) == {"noimage": "no image"}
+    assert report.indexed == 2  # the product without an image, by its title
+    assert report.skipped == []
+    assert list(service.index.get_vectors(["noimage"])["noimage"]) == ["title"]
     failed = dict(report.failed)
     assert set(failed) == {"broken", "missing"}
     assert "not a readable image" in failed["broken"]
     assert "does not exist" in failed["missing"]
     # Re-ingesting is idempotent.
-    assert service.ingest(products).indexed == 1 and service.index.count() == 1
+    assert service.ingest(products).indexed == 2 and service.index.count() == 2
 
 
 def test_index_built_with_another_model_is_refused(encoder, tmp_path, demo_products):
