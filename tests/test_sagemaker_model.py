@@ -172,6 +172,18 @@ def test_openclip_artifact_vendors_open_clip_and_its_tokenizer(openclip_staged):
     assert "backend" not in json.loads((staged / "tokenizer_config.json").read_text())
 
 
+def test_the_bootstrap_reads_family_artifacts_dimension(openclip_staged, tmp_path):
+    """The bootstrap sizes the new index version from the artifact's metadata: a 64-d
+    model's artifact says 64, whatever the default model's width."""
+    from clipsearch.bootstrap.transform import model_from_artifact
+    from clipsearch.sagemaker.package import write_deterministic_tar
+
+    artifact = tmp_path / "model.tar.gz"
+    write_deterministic_tar(openclip_staged, artifact)
+    info = model_from_artifact(artifact)
+    assert info.dimension == 64 and info.model_id and info.fingerprint.startswith("sha256:")
+
+
 @pytest.mark.parametrize("change, words", [
     (lambda d: shutil.rmtree(d / "code" / "open_clip"), "code/open_clip (vendored"),
     (lambda d: shutil.rmtree(d / "code" / "timm"), "code/timm (vendored"),
