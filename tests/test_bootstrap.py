@@ -275,6 +275,43 @@ def test_multi_image_products_with_titles_answer_hybrid_queries(stack, catalog, 
     ids = [r["id"] for r in answer["results"]]
     assert ids[0] == "kilner-1" and ids.count("kilner-1") == 1
 
+    # The catalog the bootstrap uploads last reaches the ingest Lambda: it finds every
+    # product indexed with the same images and title, and encodes nothing.
+    outcome, calls = _ingest_catalog_event(stack, index, encoder)
+    assert outcome.failures == {} and calls == []
+    assert outcome.stats.products_unchanged == 42
+    assert (outcome.stats.images_encoded, outcome.stats.titles_encoded) == (0, 0)
+
+
+def _ingest_catalog_event(session: Any, index: OpenSearchIndex, encoder: Any):
+    """The ingest Lambda's logic fed the S3 event of the uploaded catalog file; returns
+    its outcome and the encoder calls it made."""
+    from clipsearch.aws.catalog_store import CatalogStore
+    from clipsearch.aws.events import parse_sqs_record
+    from clipsearch.aws.ingest import Ingestor
+    from clipsearch.aws.s3 import Bucket
+
+    calls: list[str] = []
+
+    class Counting(_AsIndexed):
+        def encode_texts(self, texts, **kwargs):
+            calls.append("texts")
+            return self._encoder.encode_texts(texts, **kwargs)
+
+        def encode_images_each(self, images):
+            calls.append("images")
+            return list(self._encoder.encode_images(images))
+
+    event = {"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+                          "s3": {"bucket": {"name": BUCKET},
+                                 "object": {"key": "catalog/catalog.jsonl"}}}]}
+    message = parse_sqs_record({"messageId": "m-1", "body": json.dumps(event)})
+    ingestor = Ingestor(bucket=Bucket(session.client("s3"), BUCKET, images_prefix="images/"),
+                        index=index, catalog=CatalogStore(index.client, index.alias),
+                        encoder=Counting(encoder, index.model), images_prefix="images/",
+                        catalog_prefix="catalog/")
+    return ingestor.process([message]), calls
+
 
 def test_broken_transform_output_is_reported_per_product(stack, catalog, alias, tmp_path,
                                                          opensearch_client):
