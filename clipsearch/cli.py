@@ -274,6 +274,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
               f"{_index_location(args)})")
         for pid, reason in report.skipped[:20]:
             print(f"  skipped {pid}: {reason}")
+        for pid, reason in report.left_out[:20]:
+            print(f"  indexed {pid} without one image: {reason}")
         for _, reason in failed[:50]:
             print(f"  failed  {reason}")
         if len(failed) > 50:

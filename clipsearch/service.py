@@ -72,6 +72,9 @@ class IngestReport:
     indexed: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    # (product id, why) for a further image left out of a product indexed with the rest:
+    # not a product count, so indexed + skipped + failed still adds up to the products.
+    left_out: list[tuple[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +83,7 @@ class IngestReport:
             "failed": len(self.failed),
             "skipped_items": [{"id": i, "reason": r} for i, r in self.skipped],
             "failed_items": [{"id": i, "reason": r} for i, r in self.failed],
+            "left_out_images": [{"id": i, "reason": r} for i, r in self.left_out],
         }
 
 
@@ -394,7 +398,7 @@ class SearchService:
             for ref in product.images:
                 image = loaded[(product.id, ref)]
                 if isinstance(image, Exception):
-                    report.skipped.append((product.id, f"image {ref} left out: {image}"))
+                    report.left_out.append((product.id, f"image {ref} left out: {image}"))
                     continue
                 refs.append(ref)
                 images.append(image)

@@ -133,18 +133,23 @@ def test_ingest_reports_bad_images_and_keeps_the_rest(encoder, tmp_path, demo_pr
         Product("broken", "Broken", str(broken)),
         Product("missing", "Missing", str(tmp_path / "nope.png")),
         Product("noimage", "No image"),
+        Product("extra", "Extra", images=(demo_products[1].image, str(tmp_path / "gone.png"))),
     ]
     service = SearchService(encoder, LocalIndex(tmp_path / "idx"))
     report = service.ingest(products)
-    assert report.indexed == 2  # the product without an image, by its title
+    # The product without an image, by its title; "extra" without its missing photo.
+    assert report.indexed == 3
     assert report.skipped == []
+    assert [(pid, "gone.png" in why) for pid, why in report.left_out] == [("extra", True)]
+    assert list(service.index.get_vectors(["extra"])["extra"]) == [
+        f"image:{demo_products[1].image}", "title"]
     assert list(service.index.get_vectors(["noimage"])["noimage"]) == ["title"]
     failed = dict(report.failed)
     assert set(failed) == {"broken", "missing"}
     assert "not a readable image" in failed["broken"]
     assert "does not exist" in failed["missing"]
     # Re-ingesting is idempotent.
-    assert service.ingest(products).indexed == 2 and service.index.count() == 2
+    assert service.ingest(products).indexed == 3 and service.index.count() == 3
 
 
 def test_index_built_with_another_model_is_refused(encoder, tmp_path, demo_products):
