@@ -223,6 +223,14 @@ def test_a_dimension_mismatch_is_a_configuration_error(endpoint):
         remote.encode_texts(["red"])
 
 
+def test_another_model_behind_the_endpoint_is_a_configuration_error(endpoint):
+    """Mid-switch, an old caller must not compare the new model's vectors with its index."""
+    remote, _ = make_encoder(endpoint, model_id="openai/clip-vit-large-patch14")
+    with pytest.raises(ConfigurationError, match=r"serves model .* but "
+                       r"'openai/clip-vit-large-patch14' was expected"):
+        remote.encode_texts(["red"])
+
+
 def test_an_unknown_endpoint_is_a_configuration_error(endpoint):
     remote = SageMakerEncoder("no-such-endpoint", endpoint_url=endpoint.url,
                               region_name="us-east-1")

@@ -418,8 +418,14 @@ class SageMakerEncoder:
             if self._model_id is None:
                 self._model_id = reported
             elif reported != self._model_id:
-                logger.warning("endpoint %s serves model %r, expected %r",
-                               self.endpoint_name, reported, self._model_id)
+                # Vectors of another model would be compared with the index's
+                # as if they were its own (silently wrong results when the
+                # dimensions agree), e.g. during a model switch's deploy.
+                raise ConfigurationError(
+                    f"endpoint {self.endpoint_name} serves model {reported!r} but "
+                    f"{self._model_id!r} was expected: the endpoint's artifact, the "
+                    "stack's model_name and the index must name the same model (in the "
+                    "middle of a model switch? see docs/aws-walkthrough.md)")
         return answer
 
     # ------------------------------------------------------------------ transport
