@@ -93,6 +93,22 @@ class OutOfTimeError(ServiceUnavailableError):
     code = "out_of_time"
 
 
+class ModelMismatchError(ServiceUnavailableError):
+    """The model endpoint serves another model than the index was built with.
+
+    Expected for a few minutes in the middle of a model switch (the endpoint
+    is updated before the bootstrap moves the alias), so callers get a 503 to
+    retry, not a 500; the log names both models. If it lasts, the endpoint's
+    artifact, the stack's model_name and the index disagree.
+    """
+
+    code = "model_mismatch"
+
+    def __init__(self, message: str, **kwargs):
+        kwargs.setdefault("retry_after", 30)
+        super().__init__(message, **kwargs)
+
+
 class ConfigurationError(ClipsearchError):
     """The deployment or local setup is wrong; the user must change something."""
 

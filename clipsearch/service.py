@@ -34,7 +34,7 @@ from clipsearch.contract import ImageUrl, SearchRequest, product_body, search_bo
 from clipsearch.encoders import Encoder, l2_normalize
 from clipsearch.errors import (
     ClipsearchError,
-    ConfigurationError,
+    ModelMismatchError,
     NotFoundError,
     PayloadTooLargeError,
     ValidationError,
@@ -167,7 +167,9 @@ class SearchService:
         else:
             return
         keep = f"keep using it with --model {built_with}; or " if built_with else ""
-        raise ConfigurationError(
+        # A 503, not a 500: on AWS this is the window of a model switch between
+        # the endpoint's update and the bootstrap's alias move, which ends by itself.
+        raise ModelMismatchError(
             f"{problem}: {keep}re-embed the catalog with the new model, searches staying up, "
             f"with `clipsearch reindex --model {model}` (local index) or `clipsearch bootstrap "
             "--new-index` after deploying the new model's endpoint (OpenSearch)"

@@ -17,6 +17,7 @@ from clipsearch.encoders.sagemaker import EndpointModelError, SageMakerEncoder
 from clipsearch.errors import (
     ConfigurationError,
     InvalidImageError,
+    ModelMismatchError,
     PayloadTooLargeError,
     ServiceUnavailableError,
     ValidationError,
@@ -223,12 +224,15 @@ def test_a_dimension_mismatch_is_a_configuration_error(endpoint):
         remote.encode_texts(["red"])
 
 
-def test_another_model_behind_the_endpoint_is_a_configuration_error(endpoint):
-    """Mid-switch, an old caller must not compare the new model's vectors with its index."""
+def test_another_model_behind_the_endpoint_is_a_retryable_503(endpoint):
+    """Mid-switch, an old caller must not compare the new model's vectors with its index;
+    callers retry (503) rather than see a server error, since the switch ends it."""
     remote, _ = make_encoder(endpoint, model_id="openai/clip-vit-large-patch14")
-    with pytest.raises(ConfigurationError, match=r"serves model .* but "
-                       r"'openai/clip-vit-large-patch14' was expected"):
+    with pytest.raises(ModelMismatchError, match=r"serves model .* but "
+                       r"'openai/clip-vit-large-patch14' was expected") as caught:
         remote.encode_texts(["red"])
+    assert caught.value.status == 503 and caught.value.retry_after == 30
+    assert "serves model" not in caught.value.public_message
 
 
 def test_an_unknown_endpoint_is_a_configuration_error(endpoint):

@@ -11,6 +11,7 @@ from clipsearch.contract import SearchRequest, parse_filters
 from clipsearch.errors import (
     ConfigurationError,
     InvalidImageError,
+    ModelMismatchError,
     NotFoundError,
     ValidationError,
 )
@@ -161,5 +162,6 @@ def test_index_built_with_another_model_is_refused(encoder, tmp_path, demo_produ
     # ... so an index made by another model is simulated in the database.
     with sqlite3.connect(tmp_path / "products.sqlite3") as db:
         db.execute("UPDATE meta SET value='some/other-model' WHERE key='model'")
-    with pytest.raises(ConfigurationError, match="built with model 'some/other-model'"):
+    with pytest.raises(ModelMismatchError, match="built with model 'some/other-model'") as caught:
         SearchService(encoder, index)
+    assert caught.value.status == 503  # a model switch's window on AWS: retry, not a 500

@@ -45,6 +45,7 @@ from clipsearch.encoders import check_texts, l2_normalize
 from clipsearch.errors import (
     ClipsearchError,
     ConfigurationError,
+    ModelMismatchError,
     PayloadTooLargeError,
     ServiceUnavailableError,
     ValidationError,
@@ -421,7 +422,7 @@ class SageMakerEncoder:
                 # Vectors of another model would be compared with the index's
                 # as if they were its own (silently wrong results when the
                 # dimensions agree), e.g. during a model switch's deploy.
-                raise ConfigurationError(
+                raise ModelMismatchError(
                     f"endpoint {self.endpoint_name} serves model {reported!r} but "
                     f"{self._model_id!r} was expected: the endpoint's artifact, the "
                     "stack's model_name and the index must name the same model (in the "
