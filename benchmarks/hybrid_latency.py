@@ -181,17 +181,30 @@ def lexical_match_share(texts, n: int, vocab: Vocabulary, dim: int, seed: int) -
     return float(np.mean(shares))
 
 
-def measure_latency(service: SearchService, texts: list[str], warmup: int
+def measure_latency(service: SearchService, queries: dict[str, np.ndarray], warmup: int
                     ) -> dict[str, list[float]]:
+    """Per query, in alternating order: the two searches (`vector`, `hybrid`), and the
+    index calls a hybrid search is made of, to show where its extra time goes:
+    `knn` at k=10 (what vector mode asks), `knn` and `lexical` at the rank window."""
+    index, window = service.index, service.rank_window
+    calls = {
+        "vector": lambda t, v: service.search(SearchRequest(text=t, k=10, mode="vector")),
+        "hybrid": lambda t, v: service.search(SearchRequest(text=t, k=10, mode="hybrid")),
+        "knn@10": lambda t, v: index.knn(v, 10),
+        f"knn@{window}": lambda t, v: index.knn(v, window),
+        f"lexical@{window}": lambda t, v: index.lexical(t, window),
+    }
+    texts = list(queries)
     for text in texts[:warmup]:
-        for mode in ("vector", "hybrid"):
-            service.search(SearchRequest(text=text, k=10, mode=mode))
-    times: dict[str, list[float]] = {"vector": [], "hybrid": []}
+        for call in calls.values():
+            call(text, queries[text])
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
     for i, text in enumerate(tqdm(texts, desc="queries", unit="query", leave=False)):
-        for mode in (("vector", "hybrid") if i % 2 == 0 else ("hybrid", "vector")):
+        for name in (names if i % 2 == 0 else names[::-1]):
             start = time.perf_counter()
-            service.search(SearchRequest(text=text, k=10, mode=mode))
-            times[mode].append((time.perf_counter() - start) * 1000)
+            calls[name](text, queries[text])
+            times[name].append((time.perf_counter() - start) * 1000)
     return times
 
 
@@ -230,7 +243,7 @@ def run_local(n: int, vocab: Vocabulary, queries: dict[str, np.ndarray], args) -
         row["flush_s"] = time.perf_counter() - start
         row["search"] = index.mode
         service = SearchService(StubEncoder(queries), index, query_cache=None)
-        row.update(latency(measure_latency(service, list(queries), args.warmup)))
+        row.update(latency(measure_latency(service, queries, args.warmup)))
         index.close()
         row["bytes_after"] = dir_bytes(directory)
         row["split_after"] = sqlite_split(directory / "products.sqlite3")
@@ -246,6 +259,7 @@ def run_local(n: int, vocab: Vocabulary, queries: dict[str, np.ndarray], args) -
                       v[0].astype(np.float32).tobytes()) for p, v in zip(products, vectors,
                                                                           strict=True)])
         row["bytes_before"] = old.stat().st_size
+        row["split_before"] = sqlite_split(old)
     return row
 
 
@@ -269,13 +283,13 @@ def run_opensearch(n: int, vocab: Vocabulary, queries: dict[str, np.ndarray], ar
         row["load_s"] = time.perf_counter() - start
         name = index.current_index()
         start = time.perf_counter()
-        client.indices.forcemerge(index=name, max_num_segments=1, request_timeout=7200)
-        client.indices.refresh(index=name)
+        force_merge(client, name)
         row["flush_s"] = time.perf_counter() - start
         row["search"] = "hnsw (lucene), force-merged"
         service = SearchService(StubEncoder(queries), index, query_cache=None)
-        row.update(latency(measure_latency(service, list(queries), args.warmup)))
+        row.update(latency(measure_latency(service, queries, args.warmup)))
         row["bytes_after"] = store_bytes(client, name)
+        row["split_after"] = lucene_split(client, name)
 
         if not args.skip_before:
             client.indices.create(index=old_name, body=old_opensearch_body(args.dim))
@@ -293,8 +307,9 @@ def run_opensearch(n: int, vocab: Vocabulary, queries: dict[str, np.ndarray], ar
                 assert ok, item
             client.indices.refresh(index=old_name)
             row["load_before_s"] = time.perf_counter() - start
-            client.indices.forcemerge(index=old_name, max_num_segments=1, request_timeout=7200)
+            force_merge(client, old_name)
             row["bytes_before"] = store_bytes(client, old_name)
+            row["split_before"] = lucene_split(client, old_name)
     finally:
         for name in index.versions():
             client.indices.delete(index=name, ignore_unavailable=True)
@@ -302,9 +317,32 @@ def run_opensearch(n: int, vocab: Vocabulary, queries: dict[str, np.ndarray], ar
     return row
 
 
+def force_merge(client, name: str) -> None:
+    """Merge to one segment and wait until only that segment is left, so the store
+    size counts neither the merged-away segments nor a merge in flight."""
+    client.indices.forcemerge(index=name, max_num_segments=1, request_timeout=7200)
+    client.indices.refresh(index=name)
+    while len({s["segment"] for s in client.cat.segments(index=name, format="json")}) > 1:
+        time.sleep(2)
+
+
 def store_bytes(client, name: str) -> int:
     stats = client.indices.stats(index=name, metric="store")
     return int(stats["indices"][name]["primaries"]["store"]["size_in_bytes"])
+
+
+def lucene_split(client, name: str) -> dict[str, int]:
+    """Bytes per Lucene file kind: stored fields (`_source`), doc values, raw vectors,
+    the HNSW graph, postings/terms; what each part of a product costs."""
+    stats = client.indices.stats(index=name, metric="segments", include_segment_file_sizes=True)
+    sizes = stats["indices"][name]["primaries"]["segments"].get("file_sizes", {})
+    kinds = {"fdt": "stored _source", "dvd": "doc values", "vec": "vectors", "vex": "hnsw graph",
+             "tim": "terms", "doc": "postings", "pos": "postings"}
+    groups: dict[str, int] = {}
+    for ext, info in sizes.items():
+        group = kinds.get(ext, "other")
+        groups[group] = groups.get(group, 0) + int(info["size_in_bytes"])
+    return groups
 
 
 def latency(times: dict[str, list[float]]) -> dict:
@@ -328,12 +366,22 @@ def print_rows(rows: list[dict]) -> None:
               f"{r['hybrid_p50'] / r['vector_p50']:.2f}x | "
               f"{r['hybrid_p99'] / r['vector_p99']:.2f}x |")
     print()
+    calls = [k[:-4] for k in rows[0] if k.endswith("_p50") and k[:-4] not in
+             ("vector", "hybrid")]
+    print("| backend | products | " + " | ".join(f"{c} p50 / p99 ms" for c in calls) + " |")
+    print("|---|---|" + "---|" * len(calls))
+    for r in rows:
+        print(f"| {r['backend']} | {r['n']:,} | " + " | ".join(
+            f"{r[c + '_p50']:.2f} / {r[c + '_p99']:.2f}" for c in calls) + " |")
+    print()
     print("| backend | products | bytes/product before (1 vector, no lexical) "
-          "| bytes/product after (3 vectors + lexical) | after / before | split after |")
+          "| bytes/product after (3 vectors + lexical) | after / before "
+          "| split per product, before / after |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         n, before, after = r["n"], r.get("bytes_before"), r["bytes_after"]
-        split = ", ".join(f"{k} {v / n:,.0f}" for k, v in sorted(r.get("split_after", {}).items()))
+        split = " / ".join(", ".join(f"{k} {v / n:,.0f}" for k, v in sorted(r[key].items()))
+                           for key in ("split_before", "split_after") if key in r)
         before_cell = f"{before / n:,.0f}" if before else "not measured"
         ratio = f"{after / before:.2f}x" if before else ""
         print(f"| {r['backend']} | {n:,} | {before_cell} | {after / n:,.0f} | {ratio} "
