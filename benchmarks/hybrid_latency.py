@@ -22,7 +22,7 @@ words (SQLite FTS5 / Lucene BM25). This benchmark measures what that costs:
 - **Size per product, before:** the layout of the commit before #14 (one
   vector per product, no FTS5 table / no English-analysed lexical fields),
   rebuilt here from its schema and mapping with the same products and their
-  main-image vectors (see `OLD_SQLITE_SCHEMA`, `old_opensearch_body`).
+  main-image vectors (see `old_sqlite_schema`, `old_opensearch_body`).
 
     python scripts/opensearch_node.py start --port 9320 --heap 1g --full-jit
     .venv/bin/python -m benchmarks.hybrid_latency --sizes 10000 --backends local opensearch \\
@@ -56,20 +56,16 @@ COLORS = ("red", "blue", "green", "black", "white", "grey", "brown", "pink", "ye
           "orange", "purple", "beige")
 BATCH = 1000
 
-# The LocalIndex schema before #14 (`git show c2786b6^:clipsearch/index/local.py`):
-# the one vector in the products row, no vectors table, no FTS5 table.
-OLD_SQLITE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS products (
-    rowid INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    title TEXT NOT NULL,
-    image TEXT,
-    attributes TEXT NOT NULL,
-    vector BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS fields (name TEXT PRIMARY KEY, type TEXT NOT NULL);
-"""
+def old_sqlite_schema() -> str:
+    """The LocalIndex schema before #14 (`git show c2786b6^:clipsearch/index/local.py`):
+    today's meta, products and fields tables, with the one vector in the products row
+    instead of images/description, and no vectors table, no FTS5 table."""
+    from clipsearch.index.local import _SCHEMA
+
+    tables = [t.strip() + ";" for t in _SCHEMA.split(";") if t.strip()]
+    kept = [t for t in tables if any(f" {name} " in t for name in ("meta", "products", "fields"))]
+    return "\n".join(t.replace("images TEXT,\n    description TEXT", "vector BLOB NOT NULL")
+                     for t in kept)
 
 
 def old_opensearch_body(dim: int) -> dict:
@@ -250,7 +246,7 @@ def run_local(n: int, vocab: Vocabulary, queries: dict[str, np.ndarray], args) -
 
         old = Path(tmp) / "before.sqlite3"
         with sqlite3.connect(old) as db:
-            db.executescript(OLD_SQLITE_SCHEMA)
+            db.executescript(old_sqlite_schema())
             for products, vectors in batches(n, vocab, args.dim, args.seed):
                 db.executemany(
                     "INSERT INTO products (id, title, image, attributes, vector) "
