@@ -490,6 +490,49 @@ def test_every_image_is_a_vector_and_a_removed_image_takes_only_its_own(new_worl
     assert images_of(index_state(world.opensearch, world.alias))["jar"] == ["jar-top.png"]
 
 
+def test_concurrent_invocations_on_one_product_lose_no_image(new_world, monkeypatch):
+    """Two invocations handle two images of one product at once: the later write must not
+    drop the vector the other one wrote between its read and its write."""
+    from clipsearch.aws.ingest import Ingestor
+
+    world = new_world()
+    jar = {"id": "jar", "title": "Kilner jar", "images": ["a.png", "b.png", "c.png"]}
+    world.put("catalog/shop.jsonl", jsonl([jar]))
+    world.put("images/a.png", png(COLORS[0], seed=0))
+    assert not drain(world, world.ingest).failed
+    assert images_of(index_state(world.opensearch, world.alias)) == {"jar": ["a.png"]}
+
+    world.put("images/b.png", png(COLORS[1], seed=1))
+    world.put("images/c.png", png(COLORS[2], seed=2))
+    (b_message,) = [m for m in receive_all(world, 2) if body_key(m) == "images%2Fb.png"]
+    uri = f"s3://{world.bucket}/images/"
+    read = Ingestor._indexed
+
+    def read_then_other_invocation_writes(self, ids):
+        current = read(self, ids)
+        # Meanwhile another invocation indexes c.png (here: its document, written
+        # directly), after this one read the document and before it writes.
+        doc = world.opensearch.get(index=world.alias, id="jar")["_source"]
+        a_vector = next(v["vector"] for v in doc["vectors"] if v["key"].endswith("a.png"))
+        doc["vectors"].append({"key": f"image:{uri}c.png", "vector": a_vector})
+        doc["images"] = [*doc["images"], f"{uri}c.png"]
+        world.opensearch.index(index=world.alias, id="jar", body=doc, refresh=True)
+        return current
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Ingestor, "_indexed", read_then_other_invocation_writes)
+        response = world.ingest.handler(sqs_event(world, [b_message]), LambdaContext())
+    # The conditional write lost the race: b's message fails, c's vector is intact.
+    assert list(iter_failures(response)) == [b_message["MessageId"]]
+    assert images_of(index_state(world.opensearch, world.alias)) == {"jar": ["a.png", "c.png"]}
+
+    # The redelivery reads both and writes all three.
+    response = world.ingest.handler(sqs_event(world, [b_message]), LambdaContext())
+    assert not list(iter_failures(response))
+    assert sorted(images_of(index_state(world.opensearch, world.alias))["jar"]) == \
+        ["a.png", "b.png", "c.png"]
+
+
 # --------------------------------------------------------------------------- units
 
 

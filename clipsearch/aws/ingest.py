@@ -70,7 +70,7 @@ from clipsearch.errors import (
     ServiceUnavailableError,
 )
 from clipsearch.index import TITLE_KEY, IndexRecord, image_vector_key, product_vectors
-from clipsearch.index.opensearch import _unavailable_on_transport_errors
+from clipsearch.index.opensearch import VERSION_CONFLICT, _unavailable_on_transport_errors
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ class IngestStats:
     images_removed: int = 0
     images_unreferenced: int = 0
     titles_encoded: int = 0
+    version_conflicts: int = 0
 
 
 @dataclass
@@ -217,6 +218,7 @@ class Ingestor:
         # limits read it too (see `build_ingestor`).
         self.deadline = Deadline.unbounded()
         self._index_ready = False
+        self._versions: dict[str, tuple[int, int] | None] = {}
         # Per batch (reset by `process`): what became of each reconciled product.
         self._failed_ids: dict[str, str] = {}
         self._outcomes: dict[str, str] = {}
@@ -404,8 +406,13 @@ class Ingestor:
     @_unavailable_on_transport_errors
     def _indexed(self, ids: Sequence[str]
                  ) -> dict[str, tuple[Product, dict[str, np.ndarray]]]:
-        """Products (and their vectors by key) already in the index, for reuse."""
+        """Products (and their vectors by key) already in the index, for reuse.
+
+        Also notes each product's version as read (`self._versions`; None for
+        a product not there), so the write can be made conditional on it.
+        """
         out: dict[str, tuple[Product, dict[str, np.ndarray]]] = {}
+        self._versions = dict.fromkeys(ids)
         if not ids or self.index.current_index() is None:
             return out
         from clipsearch.index.opensearch import _product
@@ -415,6 +422,8 @@ class Ingestor:
                                               body={"ids": list(ids[start:start + MGET_PAGE])})
             for doc in response.get("docs", []):
                 source = doc.get("_source")
+                if doc.get("found") and "_seq_no" in doc:
+                    self._versions[doc["_id"]] = (doc["_seq_no"], doc["_primary_term"])
                 if doc.get("found") and source:
                     out[doc["_id"]] = (_product(source), {
                         v["key"]: np.asarray(v["vector"], dtype=np.float32)
@@ -658,7 +667,12 @@ class Ingestor:
                 self.index.ensure(int(np.asarray(first).shape[-1]),
                                   model=getattr(self.encoder, "model_id", None))
                 self._index_ready = True
-            result = self.index.upsert(records)
+            # Conditional on the version read by `_indexed`: an invocation that
+            # wrote this product meanwhile (another of its images, say) is not
+            # overwritten with vectors planned without its change; this
+            # product's messages fail instead and their redelivery merges both.
+            result = self.index.upsert(records, expected={
+                r.product.id: self._versions.get(r.product.id) for r in records})
         except ClipsearchError as exc:
             for plan in plans:
                 if plan.product_id in kinds:
@@ -670,8 +684,14 @@ class Ingestor:
             if pid not in kinds:
                 continue
             if pid in rejected:
-                self._fail(plan.entry, f"the index rejected it: {rejected[pid]}",
-                           key_errors, stats)
+                reason = rejected[pid]
+                if reason.startswith(VERSION_CONFLICT):
+                    stats.version_conflicts += 1
+                    reason = ("another invocation changed the product meanwhile; its "
+                              "redelivery merges both changes")
+                else:
+                    reason = f"the index rejected it: {reason}"
+                self._fail(plan.entry, reason, key_errors, stats)
                 continue
             self._outcomes[pid] = kinds[pid]
             if kinds[pid] == "updated":

@@ -345,7 +345,16 @@ class OpenSearchIndex:
     # ------------------------------------------------------------------ writes
 
     @_unavailable_on_transport_errors
-    def upsert(self, records: Sequence[IndexRecord]) -> UpsertResult:
+    def upsert(self, records: Sequence[IndexRecord], *,
+               expected: Mapping[str, tuple[int, int] | None] | None = None) -> UpsertResult:
+        """Index (replace) each record's document.
+
+        `expected` makes writes conditional, for read-modify-write callers
+        (the ingest Lambda merges a product's stored vectors with new ones):
+        id -> the `(_seq_no, _primary_term)` the caller read, or None for "did
+        not exist". A document changed or created meanwhile is not written;
+        it comes back as a failure whose reason starts with `version conflict`.
+        """
         from opensearchpy import helpers
 
         result = UpsertResult()
@@ -365,16 +374,23 @@ class OpenSearchIndex:
             if reason:
                 result.failures.append(RecordFailure(record.product.id, reason))
                 continue
-            actions.append({
+            action: dict[str, Any] = {
                 "_op_type": "index", "_index": self.target, "_id": record.product.id,
                 "_source": {**_source(record.product), "vectors": vectors},
-            })
+            }
+            if expected is not None and record.product.id in expected:
+                version = expected[record.product.id]
+                if version is None:
+                    action["_op_type"] = "create"
+                else:
+                    action["if_seq_no"], action["if_primary_term"] = version
+            actions.append(action)
         if not actions:
             return result
         if self.write_index is None:
             self.ensure(len(actions[0]["_source"]["vectors"][0]["vector"]))
         for ok, item in self._bulk(helpers.streaming_bulk, actions):
-            info = item.get("index", {})
+            info = item.get("index") or item.get("create") or {}
             if ok:
                 result.indexed += 1
             else:
@@ -608,8 +624,13 @@ def _product(source: Mapping[str, Any]) -> Product:
                    description=source.get("description"))
 
 
+VERSION_CONFLICT = "version conflict"
+
+
 def _reason(info: Mapping[str, Any]) -> str:
     error = info.get("error")
+    if info.get("status") == 409:
+        return f"{VERSION_CONFLICT}: changed by another writer since it was read"
     if isinstance(error, Mapping):
         reason = error.get("reason") or error.get("type") or "unknown error"
         cause = error.get("caused_by")

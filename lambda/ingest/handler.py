@@ -83,6 +83,7 @@ def _record_metrics(stats: IngestStats, elapsed_ms: float) -> None:
         ("ProductsDeleted", stats.products_deleted),
         ("ProductsFailed", stats.products_failed),
         ("ProductsWaitingForImage", stats.products_waiting),
+        ("VersionConflicts", stats.version_conflicts),
     ):
         metrics.add_metric(name, MetricUnit.Count, value)
 
