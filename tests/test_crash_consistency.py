@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipsearch.errors import ConfigurationError
+from clipsearch.errors import ConfigurationError, ModelMismatchError
 from clipsearch.index.local import LocalIndex
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,7 +150,7 @@ def test_the_model_is_recorded_before_the_first_vector(tmp_path, encoder, demo_p
     class OtherModel:
         model_id, dimension = "another/model", encoder.dimension
 
-    with pytest.raises(ConfigurationError, match="built with model"):
+    with pytest.raises(ModelMismatchError, match="built with model"):
         SearchService(OtherModel(), LocalIndex(tmp_path / "index"))
 
 
