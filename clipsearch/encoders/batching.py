@@ -25,9 +25,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -82,34 +81,26 @@ class _Batcher:
         self.queue: queue.Queue[_Job] = queue.Queue()
         self._arriving = 0  # callers validating or decoding, not queued yet
         self._arriving_lock = threading.Lock()
-        self._local = threading.local()
         self.passes = 0  # forward passes run; tests and benchmarks read it
         self.items = 0
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
-    @contextmanager
-    def arriving(self) -> Iterator[None]:
-        """Counts the caller as on its way (validating or decoding) until it is queued."""
-        self._add_arriving(1)
-        self._local.arriving = True
-        try:
-            yield
-        finally:
-            if self._local.arriving:  # failed before `submit`: it will never come
-                self._local.arriving = False
-                self._add_arriving(-1)
+    def submit(self, prepare: Callable[[], tuple[Any, int]]) -> np.ndarray:
+        """Queue what `prepare()` returns (items, size) and wait for its rows.
 
-    def _add_arriving(self, delta: int) -> None:
+        `prepare` (validation, decoding) runs on the caller's thread; until its
+        job is queued the caller counts as on its way, which is what the
+        worker waits for (`_collect`).
+        """
         with self._arriving_lock:
-            self._arriving += delta
-
-    def submit(self, items: Any, size: int) -> np.ndarray:
-        job = _Job(items, size)
-        self.queue.put(job)
-        if getattr(self._local, "arriving", False):
-            self._local.arriving = False
-            self._add_arriving(-1)
+            self._arriving += 1
+        try:
+            job = _Job(*prepare())
+            self.queue.put(job)
+        finally:
+            with self._arriving_lock:
+                self._arriving -= 1
         return job.future.result()
 
     def _collect(self) -> list[_Job]:
@@ -168,8 +159,7 @@ class MicroBatchingEncoder(EncoderWrapper):
         check_texts(texts)  # a bad text fails its own request, before queueing
         if not apply_template:  # rare (raw prompts); not worth a queue of its own
             return self.inner.encode_texts(texts, apply_template=False)
-        with self.texts.arriving():
-            return self.texts.submit(list(texts), len(texts))
+        return self.texts.submit(lambda: (list(texts), len(texts)))
 
     def encode_images(self, images: Sequence[bytes | Image.Image]) -> np.ndarray:
         import numpy as np
@@ -177,5 +167,4 @@ class MicroBatchingEncoder(EncoderWrapper):
         if not images:
             return np.zeros((0, self.dimension), dtype=np.float32)
         # Decoding runs here, on the request's thread: a bad image fails alone.
-        with self.images.arriving():
-            return self.images.submit(self.inner.preprocess_images(images), len(images))
+        return self.images.submit(lambda: (self.inner.preprocess_images(images), len(images)))
