@@ -70,7 +70,7 @@ from clipsearch.errors import (
     ServiceUnavailableError,
 )
 from clipsearch.index import TITLE_KEY, IndexRecord, image_vector_key, product_vectors
-from clipsearch.index.opensearch import VERSION_CONFLICT, _unavailable_on_transport_errors
+from clipsearch.index.opensearch import _unavailable_on_transport_errors
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,7 @@ class _Plan:
     encode: list[str]  # image keys to fetch and encode
     title: np.ndarray | None  # the stored title vector when the title is unchanged
     current: tuple[Product, dict[str, np.ndarray]] | None
+    version: tuple[int, int] | None  # (_seq_no, _primary_term) read; None: not indexed
 
     @property
     def product_id(self) -> str:
@@ -218,7 +219,6 @@ class Ingestor:
         # limits read it too (see `build_ingestor`).
         self.deadline = Deadline.unbounded()
         self._index_ready = False
-        self._versions: dict[str, tuple[int, int] | None] = {}
         # Per batch (reset by `process`): what became of each reconciled product.
         self._failed_ids: dict[str, str] = {}
         self._outcomes: dict[str, str] = {}
@@ -405,16 +405,14 @@ class Ingestor:
 
     @_unavailable_on_transport_errors
     def _indexed(self, ids: Sequence[str]
-                 ) -> dict[str, tuple[Product, dict[str, np.ndarray]]]:
-        """Products (and their vectors by key) already in the index, for reuse.
-
-        Also notes each product's version as read (`self._versions`; None for
-        a product not there), so the write can be made conditional on it.
-        """
+                 ) -> tuple[dict[str, tuple[Product, dict[str, np.ndarray]]],
+                            dict[str, tuple[int, int]]]:
+        """Products (and their vectors by key) already in the index, for reuse, and
+        each found document's version as read, so the write can be conditional on it."""
         out: dict[str, tuple[Product, dict[str, np.ndarray]]] = {}
-        self._versions = dict.fromkeys(ids)
+        versions: dict[str, tuple[int, int]] = {}
         if not ids or self.index.current_index() is None:
-            return out
+            return out, versions
         from clipsearch.index.opensearch import _product
 
         for start in range(0, len(ids), MGET_PAGE):
@@ -423,12 +421,12 @@ class Ingestor:
             for doc in response.get("docs", []):
                 source = doc.get("_source")
                 if doc.get("found") and "_seq_no" in doc:
-                    self._versions[doc["_id"]] = (doc["_seq_no"], doc["_primary_term"])
+                    versions[doc["_id"]] = (doc["_seq_no"], doc["_primary_term"])
                 if doc.get("found") and source:
                     out[doc["_id"]] = (_product(source), {
                         v["key"]: np.asarray(v["vector"], dtype=np.float32)
                         for v in source.get("vectors") or ()})
-        return out
+        return out, versions
 
     # ------------------------------------------------------------------ images
 
@@ -524,7 +522,8 @@ class Ingestor:
             key_errors.setdefault(image, f"product {pid}: {reason}")
 
     def _plan(self, entry: _Pending, fetched: dict[str, Any],
-              current: tuple[Product, dict[str, np.ndarray]] | None) -> _Plan:
+              current: tuple[Product, dict[str, np.ndarray]] | None,
+              version: tuple[int, int] | None) -> _Plan:
         record = entry.record
         stored = current[1] if current is not None else {}
         reused: dict[str, np.ndarray] = {}
@@ -540,13 +539,13 @@ class Ingestor:
         title = None
         if current is not None and current[0].title == record.product.title:
             title = stored.get(TITLE_KEY)
-        return _Plan(entry, reused, encode, title, current)
+        return _Plan(entry, reused, encode, title, current, version)
 
     def _reconcile(self, pending: dict[str, _Pending], fetched: dict[str, Any],
                    key_errors: dict[str, str], stats: IngestStats) -> None:
         """Bring each pending product to its target state: see the module docstring."""
-        current = self._indexed(list(pending))
-        plans = [self._plan(entry, fetched, current.get(pid))
+        current, versions = self._indexed(list(pending))
+        plans = [self._plan(entry, fetched, current.get(pid), versions.get(pid))
                  for pid, entry in pending.items()]
         # Products whose vectors are all in the index already: no encoding.
         self._write([p for p in plans if not p.encode and p.title is not None], {}, {},
@@ -667,30 +666,29 @@ class Ingestor:
                 self.index.ensure(int(np.asarray(first).shape[-1]),
                                   model=getattr(self.encoder, "model_id", None))
                 self._index_ready = True
-            # Conditional on the version read by `_indexed`: an invocation that
-            # wrote this product meanwhile (another of its images, say) is not
-            # overwritten with vectors planned without its change; this
+            # Conditional on the version each plan was made from: an invocation
+            # that wrote this product meanwhile (another of its images, say) is
+            # not overwritten with vectors planned without its change; this
             # product's messages fail instead and their redelivery merges both.
             result = self.index.upsert(records, expected={
-                r.product.id: self._versions.get(r.product.id) for r in records})
+                plan.product_id: plan.version for plan in plans if plan.product_id in kinds})
         except ClipsearchError as exc:
             for plan in plans:
                 if plan.product_id in kinds:
                     self._fail(plan.entry, exc.message, key_errors, stats)
             return
-        rejected = {failure.id: failure.reason for failure in result.failures}
+        rejected = {failure.id: failure for failure in result.failures}
         for plan in plans:
             pid = plan.product_id
             if pid not in kinds:
                 continue
             if pid in rejected:
-                reason = rejected[pid]
-                if reason.startswith(VERSION_CONFLICT):
+                if rejected[pid].conflict:
                     stats.version_conflicts += 1
                     reason = ("another invocation changed the product meanwhile; its "
                               "redelivery merges both changes")
                 else:
-                    reason = f"the index rejected it: {reason}"
+                    reason = f"the index rejected it: {rejected[pid].reason}"
                 self._fail(plan.entry, reason, key_errors, stats)
                 continue
             self._outcomes[pid] = kinds[pid]

@@ -114,6 +114,7 @@ class Hit:
 class RecordFailure:
     id: str
     reason: str
+    conflict: bool = False  # a conditional write found the document changed (OpenSearch 409)
 
 
 @dataclass

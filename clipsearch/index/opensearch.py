@@ -353,7 +353,7 @@ class OpenSearchIndex:
         (the ingest Lambda merges a product's stored vectors with new ones):
         id -> the `(_seq_no, _primary_term)` the caller read, or None for "did
         not exist". A document changed or created meanwhile is not written;
-        it comes back as a failure whose reason starts with `version conflict`.
+        it comes back as a failure with `conflict` set.
         """
         from opensearchpy import helpers
 
@@ -394,7 +394,8 @@ class OpenSearchIndex:
             if ok:
                 result.indexed += 1
             else:
-                result.failures.append(RecordFailure(str(info.get("_id")), _reason(info)))
+                result.failures.append(RecordFailure(str(info.get("_id")), _reason(info),
+                                                     conflict=info.get("status") == 409))
         if self.refresh_on_write:
             self.flush()
         return result
@@ -624,13 +625,8 @@ def _product(source: Mapping[str, Any]) -> Product:
                    description=source.get("description"))
 
 
-VERSION_CONFLICT = "version conflict"
-
-
 def _reason(info: Mapping[str, Any]) -> str:
     error = info.get("error")
-    if info.get("status") == 409:
-        return f"{VERSION_CONFLICT}: changed by another writer since it was read"
     if isinstance(error, Mapping):
         reason = error.get("reason") or error.get("type") or "unknown error"
         cause = error.get("caused_by")
