@@ -33,6 +33,7 @@ words (SQLite FTS5 / Lucene BM25). This benchmark measures what that costs:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -271,13 +272,16 @@ def run_opensearch(n: int, vocab: Vocabulary, queries: dict[str, np.ndarray], ar
     old_name = f"hybench-old-{uuid.uuid4().hex[:6]}"
     try:
         start = time.perf_counter()
-        for products, vectors in tqdm(batches(n, vocab, args.dim, args.seed), total=-(-n // BATCH),
-                                      desc=f"opensearch load {n:,}", unit="batch"):
-            result = index.upsert(records(products, vectors))
-            assert not result.failures, result.failures[:3]
+        name = index.ensure(args.dim)
+        row["refresh_interval"] = args.refresh_interval
+        with refresh_interval(client, name, args.refresh_interval):
+            for products, vectors in tqdm(batches(n, vocab, args.dim, args.seed),
+                                          total=-(-n // BATCH),
+                                          desc=f"opensearch load {n:,}", unit="batch"):
+                result = index.upsert(records(products, vectors))
+                assert not result.failures, result.failures[:3]
         index.flush()
         row["load_s"] = time.perf_counter() - start
-        name = index.current_index()
         start = time.perf_counter()
         force_merge(client, name)
         row["flush_s"] = time.perf_counter() - start
@@ -298,9 +302,11 @@ def run_opensearch(n: int, vocab: Vocabulary, queries: dict[str, np.ndarray], ar
                             "attributes": dict(p.attributes), "vector": v[0].tolist()}}
 
             start = time.perf_counter()
-            for ok, item in tqdm(helpers.streaming_bulk(client, actions(), chunk_size=500),
-                                 total=n, desc=f"opensearch old layout {n:,}", unit="product"):
-                assert ok, item
+            with refresh_interval(client, old_name, args.refresh_interval):
+                for ok, item in tqdm(helpers.streaming_bulk(client, actions(), chunk_size=500),
+                                     total=n, desc=f"opensearch old layout {n:,}",
+                                     unit="product"):
+                    assert ok, item
             client.indices.refresh(index=old_name)
             row["load_before_s"] = time.perf_counter() - start
             force_merge(client, old_name)
@@ -311,6 +317,23 @@ def run_opensearch(n: int, vocab: Vocabulary, queries: dict[str, np.ndarray], ar
             client.indices.delete(index=name, ignore_unavailable=True)
         client.indices.delete(index=old_name, ignore_unavailable=True)
     return row
+
+
+@contextlib.contextmanager
+def refresh_interval(client, name: str, interval: str) -> Iterator[None]:
+    """Load with `index.refresh_interval` set to `interval`, then restore the default.
+
+    `-1` (no periodic refresh) is what the bootstrap sets for its bulk load
+    (clipsearch/bootstrap/indexing.py): segments are then flushed only when the
+    indexing buffer fills, not every second, so Lucene builds fewer small HNSW
+    graphs and merges (which rebuild graphs) less. `1s` is OpenSearch's default,
+    i.e. what the ingest Lambda's writes see.
+    """
+    client.indices.put_settings(index=name, body={"index": {"refresh_interval": interval}})
+    try:
+        yield
+    finally:
+        client.indices.put_settings(index=name, body={"index": {"refresh_interval": None}})
 
 
 def force_merge(client, name: str) -> None:
@@ -398,6 +421,9 @@ def main() -> None:
                         help="LocalIndex vectors above which HNSW is used (default: shipped)")
     parser.add_argument("--skip-before", action="store_true",
                         help="OpenSearch: do not build the old layout for its size")
+    parser.add_argument("--refresh-interval", default="-1",
+                        help="OpenSearch index.refresh_interval during the load (default -1, "
+                             "as the bootstrap; 1s is OpenSearch's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tmp", help="directory for the LocalIndex files (default: system)")
     parser.add_argument("--json", type=Path, help="append the rows as JSON lines here")
