@@ -266,25 +266,34 @@ def run_opensearch(n: int, vocab: Vocabulary, queries: dict[str, np.ndarray], ar
     from clipsearch.index.opensearch import OpenSearchIndex
 
     row: dict = {"backend": "opensearch", "n": n}
-    index = OpenSearchIndex.from_url(args.opensearch, timeout=600,
-                                     alias=f"hybench-{uuid.uuid4().hex[:6]}")
+    alias = (f"hybench-keep-{n}-seed{args.seed}-d{args.dim}" if args.keep
+             else f"hybench-{uuid.uuid4().hex[:6]}")
+    index = OpenSearchIndex.from_url(args.opensearch, timeout=600, alias=alias)
     client = index.client
     old_name = f"hybench-old-{uuid.uuid4().hex[:6]}"
+    kept = args.keep and index.current_index() is not None and index.count() == n
     try:
-        start = time.perf_counter()
-        name = index.ensure(args.dim)
-        row["refresh_interval"] = args.refresh_interval
-        with refresh_interval(client, name, args.refresh_interval):
-            for products, vectors in tqdm(batches(n, vocab, args.dim, args.seed),
-                                          total=-(-n // BATCH),
-                                          desc=f"opensearch load {n:,}", unit="batch"):
-                result = index.upsert(records(products, vectors))
-                assert not result.failures, result.failures[:3]
-        index.flush()
-        row["load_s"] = time.perf_counter() - start
-        start = time.perf_counter()
-        force_merge(client, name)
-        row["flush_s"] = time.perf_counter() - start
+        if kept:  # loaded and merged by an earlier --keep run: measure queries only
+            name = index.current_index()
+            print(f"# reusing {name} ({n:,} products) left by an earlier --keep run", flush=True)
+            row["reused"] = name
+        else:
+            for stale in index.versions():  # a --keep run that did not finish
+                client.indices.delete(index=stale)
+            start = time.perf_counter()
+            name = index.ensure(args.dim)
+            row["refresh_interval"] = args.refresh_interval
+            with refresh_interval(client, name, args.refresh_interval):
+                for products, vectors in tqdm(batches(n, vocab, args.dim, args.seed),
+                                              total=-(-n // BATCH),
+                                              desc=f"opensearch load {n:,}", unit="batch"):
+                    result = index.upsert(records(products, vectors))
+                    assert not result.failures, result.failures[:3]
+            index.flush()
+            row["load_s"] = time.perf_counter() - start
+            start = time.perf_counter()
+            force_merge(client, name)
+            row["flush_s"] = time.perf_counter() - start
         row["search"] = "hnsw (lucene), force-merged"
         service = SearchService(StubEncoder(queries), index, query_cache=None)
         row.update(latency(measure_latency(service, queries, args.warmup)))
@@ -313,8 +322,12 @@ def run_opensearch(n: int, vocab: Vocabulary, queries: dict[str, np.ndarray], ar
             row["bytes_before"] = store_bytes(client, old_name)
             row["split_before"] = lucene_split(client, old_name)
     finally:
-        for name in index.versions():
-            client.indices.delete(index=name, ignore_unavailable=True)
+        if args.keep:
+            print(f"# kept {alias} for the next --keep run; delete it with "
+                  f"curl -XDELETE '{args.opensearch}/{alias}-v*'", flush=True)
+        else:
+            for name in index.versions():
+                client.indices.delete(index=name, ignore_unavailable=True)
         client.indices.delete(index=old_name, ignore_unavailable=True)
     return row
 
@@ -373,13 +386,20 @@ def latency(times: dict[str, list[float]]) -> dict:
     return out
 
 
+def load_cell(row: dict) -> str:
+    """`load s (products/s) | merge s`, or where the index came from when reused."""
+    if "load_s" not in row:
+        return f"reused ({row['reused']}) | "
+    return f"{row['load_s']:.0f} ({row['n'] / row['load_s']:,.0f}) | {row['flush_s']:.1f}"
+
+
 def print_rows(rows: list[dict]) -> None:
     print("| backend | products | vectors | search | load s (products/s) | graph / merge s "
           "| vector p50 / p99 ms | hybrid p50 / p99 ms | hybrid / vector p50 | p99 |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['backend']} | {r['n']:,} | {3 * r['n']:,} | {r['search']} | "
-              f"{r['load_s']:.0f} ({r['n'] / r['load_s']:,.0f}) | {r['flush_s']:.1f} | "
+              f"{load_cell(r)} | "
               f"{r['vector_p50']:.2f} / {r['vector_p99']:.2f} | "
               f"{r['hybrid_p50']:.2f} / {r['hybrid_p99']:.2f} | "
               f"{r['hybrid_p50'] / r['vector_p50']:.2f}x | "
@@ -424,6 +444,10 @@ def main() -> None:
     parser.add_argument("--refresh-interval", default="-1",
                         help="OpenSearch index.refresh_interval during the load (default -1, "
                              "as the bootstrap; 1s is OpenSearch's default)")
+    parser.add_argument("--keep", action="store_true",
+                        help="OpenSearch: keep the loaded index (alias hybench-keep-N-...) and "
+                             "reuse it in the next --keep run, which then measures queries "
+                             "only (a 100k load takes most of an hour on 2 cores)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tmp", help="directory for the LocalIndex files (default: system)")
     parser.add_argument("--json", type=Path, help="append the rows as JSON lines here")
