@@ -39,7 +39,6 @@ class SignalRank:
 
     rank: int
     score: float
-    matched: str | None = None
 
 
 @dataclass
@@ -71,7 +70,7 @@ def fuse(
         normalised = _min_max([hit.score for hit in hits])
         for rank, (hit, norm) in enumerate(zip(hits, normalised, strict=True), start=1):
             entry = fused.setdefault(hit.product.id, Fused(hit.product, 0.0))
-            entry.signals[name] = SignalRank(rank, hit.score, hit.matched)
+            entry.signals[name] = SignalRank(rank, hit.score)
             if method == "rrf":
                 # share * (C + 1) / (C + rank): 1.0 in total for rank 1 everywhere.
                 entry.score += share[name] * (RRF_CONSTANT + 1) / (RRF_CONSTANT + rank)

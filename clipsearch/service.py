@@ -285,7 +285,10 @@ class SearchService:
         `vector` is the signal that was ranked (a product's best vector);
         `image` and `title` are the cosine of the product's best image vector
         and of its title vector, computed here for the page's products, so
-        the reader sees which one carried the match.
+        the reader sees which one carried the match. The same comparison
+        names the matched vector, which the index need not report per hit
+        (on OpenSearch that would be an `inner_hits` sub-search per hit, on
+        every query, for what only an explanation reads).
         """
         stored = (self.index.get_vectors([f.product.id for f in page])
                   if vector is not None else {})
@@ -294,18 +297,19 @@ class SearchService:
             signals: dict[str, Any] = {}
             if "exact_id" in fused.signals:
                 signals["exact_id"] = {"rank": 1, "score": 1.0}
+            scores = {key: float(v @ vector)
+                      for key, v in stored.get(fused.product.id, {}).items()}
             if mode != "lexical":
-                signals["vector"] = _signal(fused.signals.get("vector"), fused.product)
+                signals["vector"] = _signal(fused.signals.get("vector"), fused.product,
+                                            max(scores, key=scores.__getitem__, default=None))
             if mode != "vector":
                 signals["lexical"] = _signal(fused.signals.get("lexical"), fused.product)
             if vector is not None:
-                vectors = stored.get(fused.product.id, {})
-                images = [float(v @ vector) for k, v in vectors.items() if is_image_key(k)]
-                title = vectors.get(TITLE_KEY)
+                images = [score for key, score in scores.items() if is_image_key(key)]
+                title = scores.get(TITLE_KEY)
                 signals["image"] = {"score": _round(max(images)) if images else None,
                                     "vectors": len(images)}
-                signals["title"] = {"score": _round(float(title @ vector))
-                                    if title is not None else None}
+                signals["title"] = {"score": _round(title) if title is not None else None}
             out.append({
                 "mode": mode,
                 "fusion": request.fusion if mode == "hybrid" else None,
@@ -434,20 +438,22 @@ class SearchService:
 
 def _single(name: str, hits: Sequence[Hit], *, scale: float) -> list[Fused]:
     """One signal's hits as a ranking of their own (vector or lexical mode)."""
-    return [Fused(h.product, h.score * scale, {name: SignalRank(i, h.score, h.matched)})
+    return [Fused(h.product, h.score * scale, {name: SignalRank(i, h.score)})
             for i, h in enumerate(hits, start=1)]
 
 
-def _signal(rank: SignalRank | None, product: Product) -> dict[str, Any]:
+def _signal(rank: SignalRank | None, product: Product,
+            matched: str | None = None) -> dict[str, Any]:
     """One signal in an explanation: null rank and score when the product was not in
-    that signal's list (beyond its window, or no match)."""
+    that signal's list (beyond its window, or no match). `matched` is the key of the
+    product's vector closest to the query, the one its vector score comes from."""
     if rank is None:
         return {"rank": None, "score": None}
     out: dict[str, Any] = {"rank": rank.rank, "score": _round(rank.score)}
-    if rank.matched is not None:
-        out["matched"] = "title" if rank.matched == TITLE_KEY else "image"
-        ref = rank.matched[len(IMAGE_KEY_PREFIX):]
-        if is_image_key(rank.matched) and ref in product.images:
+    if matched is not None:
+        out["matched"] = "title" if matched == TITLE_KEY else "image"
+        ref = matched[len(IMAGE_KEY_PREFIX):]
+        if is_image_key(matched) and ref in product.images:
             out["image_index"] = product.images.index(ref)
     return out
 

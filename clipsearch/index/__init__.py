@@ -11,7 +11,8 @@ of its own. Each vector has a key saying where it came from (`"title"`, or
 `"image:<ref>"` for one image), so
 
 - a search returns *products*, each once, scored by its best-matching vector
-  (`Hit.matched` names that vector, for explanations);
+  (an explanation names that vector: the service compares the query with the
+  page's stored vectors, so no backend has to report it with every hit);
 - one image removed from a product (an S3 delete) removes exactly its vector:
   the caller reads the product's vectors with `get_vectors`, drops that key and
   upserts the rest, without re-encoding anything.
@@ -103,11 +104,10 @@ class IndexRecord:
 @dataclass(frozen=True)
 class Hit:
     """A product and its score; for vector search the cosine similarity in [-1, 1] of
-    its best vector (`matched` names it), for lexical search its BM25 score (> 0)."""
+    its best vector, for lexical search its BM25 score (> 0)."""
 
     product: Product
     score: float
-    matched: str | None = None
 
 
 @dataclass(frozen=True)

@@ -719,7 +719,7 @@ class LocalIndex:
                     arrays.matrix[:n], query, depth, row_mask), want)
             return [
                 Hit(arrays.products[arrays.owner[row]],  # type: ignore[arg-type]
-                    float(min(1.0, max(-1.0, score))), arrays.keys[row])
+                    float(min(1.0, max(-1.0, score))))
                 for row, score in best
             ]
 

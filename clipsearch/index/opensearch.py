@@ -7,8 +7,8 @@ Design notes:
   a half-built index.
 - A product is one document; its vectors (one per image, one for the title)
   are a `nested` list of `{key, vector}`, and a `nested` query with
-  `score_mode: max` returns each product once, scored by its best vector,
-  with `inner_hits` naming that vector. The alternative, one document per
+  `score_mode: max` returns each product once, scored by its best vector
+  (without `inner_hits`: see `_knn_body`). The alternative, one document per
   vector collapsed by product id, was measured on the real node
   (benchmarks/opensearch_layouts.py, docs/benchmarks.md): nested answered
   k=100 about 3x faster, bulk-loaded ~2.7x faster at the same store size,
@@ -505,10 +505,11 @@ class OpenSearchIndex:
         restrict = _restriction(filters, exclude_ids)
         if restrict:
             knn["filter"] = restrict
+        # No `inner_hits` naming the matched vector: it costs a nested sub-search per
+        # hit, and an explanation finds that vector from the page's stored ones.
         return {"size": k, "_source": {"excludes": ["vectors", "attribute_words"]},
                 "query": {"nested": {
                     "path": "vectors", "score_mode": "max",
-                    "inner_hits": {"size": 1, "_source": ["vectors.key"]},
                     "query": {"knn": {"vectors.vector": knn}}}}}
 
     def _lexical_body(self, text: str, k: int, filters: Filters,
@@ -598,9 +599,7 @@ def _knn_hits(response: Mapping[str, Any], k: int) -> list[Hit]:
     hits = []
     for hit in response["hits"]["hits"]:
         cosine = max(-1.0, min(1.0, 2.0 * float(hit["_score"]) - 1.0))
-        inner = hit.get("inner_hits", {}).get("vectors", {}).get("hits", {}).get("hits", [])
-        matched = inner[0]["_source"].get("key") if inner else None
-        hits.append(Hit(_product(hit["_source"]), cosine, matched))
+        hits.append(Hit(_product(hit["_source"]), cosine))
     hits.sort(key=lambda h: -h.score)
     return hits[:k]
 
