@@ -43,6 +43,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -241,7 +242,7 @@ class LocalIndex:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.directory / _DB_NAME, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _set_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
         return conn
@@ -928,3 +929,24 @@ def _product(pid: str, title: str, image: str | None, attrs: str, images: str | 
 
 def _vector(blob: bytes, dim: int) -> np.ndarray:
     return np.frombuffer(blob, dtype=np.float32, count=dim)
+
+
+def _set_wal(conn: sqlite3.Connection, *, wait_s: float = 30.0) -> None:
+    """Switch to WAL, waiting out other processes opening the same file.
+
+    Switching the journal mode needs the file to itself for a moment, and SQLite
+    can answer "database is locked" at once, without its busy timeout, while
+    another process is opening or creating the same index (CI saw it in
+    test_overlapping_writers_in_hnsw_mode_leave_an_openable_index). So retry with
+    backoff, within the same 30 s the connection's busy timeout allows.
+    """
+    deadline, delay = time.monotonic() + wait_s, 0.01
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
