@@ -26,18 +26,18 @@ import time
 import numpy as np
 from opensearchpy import OpenSearch
 
-from clipsearch.index.opensearch import CANDIDATES
-
-SOURCE = {"excludes": ["vectors", "attribute_words"]}
+from clipsearch.index.opensearch import OpenSearchIndex
 
 
-def body(vector: list[float], size: int, inner_hits: bool, source: bool) -> dict:
-    nested: dict = {"path": "vectors", "score_mode": "max",
-                    "query": {"knn": {"vectors.vector": {"vector": vector,
-                                                         "k": max(size, CANDIDATES)}}}}
+def body(index: OpenSearchIndex, vector: list[float], size: int, inner_hits: bool,
+         source: bool) -> dict:
+    """The query `OpenSearchIndex.knn` sends, with `inner_hits` added or `_source` off."""
+    query = index._knn_body(vector, size, (), ())
     if inner_hits:
-        nested["inner_hits"] = {"size": 1, "_source": ["vectors.key"]}
-    return {"size": size, "_source": SOURCE if source else False, "query": {"nested": nested}}
+        query["query"]["nested"]["inner_hits"] = {"size": 1, "_source": ["vectors.key"]}
+    if not source:
+        query["_source"] = False
+    return query
 
 
 def main() -> None:
@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     args = parser.parse_args()
     client = OpenSearch(args.url, timeout=120)
+    index = OpenSearchIndex(client, alias=args.alias)
     variants = {f"{name}@{size}": (size, inner, source) for size in (10, 100)
                 for name, inner, source in (("inner+src", True, True), ("src", False, True),
                                             ("ids", False, False))}
@@ -60,7 +61,7 @@ def main() -> None:
         vector = (vector / np.linalg.norm(vector)).astype(np.float32).tolist()
         for name in (names if i % 2 == 0 else names[::-1]):
             start = time.perf_counter()
-            client.search(index=args.alias, body=body(vector, *variants[name]))
+            client.search(index=args.alias, body=body(index, vector, *variants[name]))
             if i >= args.warmup:
                 times[name].append((time.perf_counter() - start) * 1000)
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.queries} queries "

@@ -94,6 +94,9 @@ CREATE TABLE IF NOT EXISTS fields (name TEXT PRIMARY KEY, type TEXT NOT NULL);
 # title says what the product is, a description also says what it goes with.
 _BM25_WEIGHTS = (1.0, 2.0, 1.0, 1.0)
 _DB_NAME = "products.sqlite3"
+# How long a connection waits for another process's lock (SQLite's busy timeout), and
+# how long switching to WAL retries (`_set_wal`).
+_BUSY_TIMEOUT_S = 30.0
 _ANN_NAME = "hnsw.faiss"
 _ANN_META = "hnsw.json"
 _ANN_ROWIDS = "hnsw-rowids.npy"
@@ -241,7 +244,8 @@ class LocalIndex:
         """One connection per thread: sqlite3 connections are not shareable."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.directory / _DB_NAME, timeout=30, isolation_level=None)
+            conn = sqlite3.connect(self.directory / _DB_NAME, timeout=_BUSY_TIMEOUT_S,
+                                   isolation_level=None)
             _set_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
@@ -931,14 +935,14 @@ def _vector(blob: bytes, dim: int) -> np.ndarray:
     return np.frombuffer(blob, dtype=np.float32, count=dim)
 
 
-def _set_wal(conn: sqlite3.Connection, *, wait_s: float = 30.0) -> None:
+def _set_wal(conn: sqlite3.Connection, *, wait_s: float = _BUSY_TIMEOUT_S) -> None:
     """Switch to WAL, waiting out other processes opening the same file.
 
     Switching the journal mode needs the file to itself for a moment, and SQLite
     can answer "database is locked" at once, without its busy timeout, while
     another process is opening or creating the same index (CI saw it in
     test_overlapping_writers_in_hnsw_mode_leave_an_openable_index). So retry with
-    backoff, within the same 30 s the connection's busy timeout allows.
+    backoff, within the same time the connection's busy timeout allows.
     """
     deadline, delay = time.monotonic() + wait_s, 0.01
     while True:
